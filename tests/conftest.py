@@ -1,0 +1,27 @@
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "real"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def x64():
+    """Run the test body with float64 enabled, without flipping it globally."""
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    if not DATA.exists():
+        pytest.skip(f"real data folder not found at {DATA}")
+    return DATA
