@@ -47,7 +47,12 @@ class Optics:
     n: float = 1.0
     pixel_um: float = 0.65
 
-    def __post_init__(self):
+    def validate(self):
+        """Raise ValueError if a concrete field is not physical; traced fields pass through.
+
+        Called by the PSF functions rather than on construction, because gradients with
+        respect to an `Optics` are themselves `Optics` whose fields may be negative.
+        """
         _check_positive("wavelength_um", self.wavelength_um, "give the emission wavelength in µm, e.g. 0.451")
         _check_positive("na", self.na, "give the objective's numerical aperture, e.g. 0.5")
         _check_positive("n", self.n, "give the immersion refractive index, e.g. 1.0 (air)")
@@ -61,6 +66,7 @@ class Optics:
             if bad:
                 raise ValueError(f"Optics.na must be smaller than Optics.n, got na={na!r}, n={n!r}; "
                                  "use an immersion index above the NA (NA = n sin(theta))")
+        return self
 
     def replace(self, **changes):
         """Return a copy with some fields changed (like `dataclasses.replace`)."""

@@ -52,7 +52,7 @@ def _grid_geometry(size, oversample):
     u = (2 * s * pix[:, None] + sub[None, :]).reshape(-1)
     r2 = u[:, None] ** 2 + u[None, :] ** 2
     uniq, index = np.unique(r2, return_inverse=True)
-    return np.sqrt(uniq.astype(np.float64)), index.reshape(r2.shape)
+    return np.sqrt(uniq.astype(np.float64)), index.reshape(r2.shape).astype(np.int32)
 
 
 def _check_static(size, oversample, num_nodes):
@@ -135,6 +135,8 @@ def psf_stack(optics, z_um=None, *, size=None, oversample=1, num_nodes=128):
     """
     if z_um is None:
         z_um = DEFOCUS_LEVELS_UM
+    if isinstance(z_um, (list, tuple)):
+        z_um = jnp.asarray(z_um, dtype=float)
     _check_z(z_um)
     if size is None:
         if isinstance(z_um, jax.core.Tracer):
@@ -142,9 +144,20 @@ def psf_stack(optics, z_um=None, *, size=None, oversample=1, num_nodes=128):
                             "(e.g. size=49) when z_um is traced")
         size = kernel_size_for(optics, float(np.max(np.abs(np.asarray(z_um)))))
     _check_static(size, oversample, num_nodes)
-    r_units, index = _grid_geometry(size, oversample)
+    optics.validate()
     dtype = _float_dtype(optics.wavelength_um, optics.na, optics.n, optics.pixel_um, z_um)
-    r_um = jnp.asarray(r_units, dtype) * (jnp.asarray(optics.pixel_um, dtype) / (2 * oversample))
+    optics = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), optics)
+    return _psf_stack_compiled(optics, jnp.atleast_1d(jnp.asarray(z_um, dtype)), size=size,
+                               oversample=oversample, num_nodes=num_nodes)
+
+
+@functools.partial(jax.jit, static_argnames=("size", "oversample", "num_nodes"))
+def _psf_stack_compiled(optics, z_um, *, size, oversample, num_nodes):
+    # Compiled once per (size, oversample, num_nodes, dtype) and reused; inlined when the
+    # caller is itself under jit / grad / vmap.
+    r_units, index = _grid_geometry(size, oversample)
+    dtype = z_um.dtype
+    r_um = jnp.asarray(r_units, dtype) * (optics.pixel_um / (2 * oversample))
     prof = radial_psf(optics, z_um, r_um, num_nodes=num_nodes)  # (L, U)
     full = prof[:, index]  # (L, size*s, size*s)
     levels = full.shape[0]
@@ -210,6 +223,19 @@ def kernel_size_for(optics, z_max_um, *, energy=0.99, num_nodes=256):
     return _kernel_size_cached(values, abs(float(z_max_um)), float(energy), int(num_nodes))
 
 
+def _radial_psf_numpy(values, z, r_um, num_nodes):
+    """Eq. 2 in float64 NumPy/SciPy, for eager sizing (fast, independent of the JAX path)."""
+    import scipy.special
+
+    wavelength, na, n, _ = values
+    nodes, weights = _gauss_legendre(num_nodes)
+    k = 2.0 * math.pi / wavelength
+    bessel = scipy.special.j0(k * na / n * r_um[:, None] * nodes[None, :])
+    phase = -0.5 * k * (na / n) ** 2 * z * nodes ** 2
+    field = bessel @ (weights * nodes * np.exp(1j * phase))
+    return np.abs(field) ** 2
+
+
 @functools.lru_cache(maxsize=256)
 def _kernel_size_cached(values, z, energy, num_nodes):
     if not 0.0 < energy < 1.0:
@@ -222,9 +248,7 @@ def _kernel_size_cached(values, z, energy, num_nodes):
     for _ in range(6):
         r_px = np.arange(0.0, r_max_px, 0.02)
         r_um = r_px * pixel
-        with jax.enable_x64(True):
-            opt64 = Optics(*(np.float64(v) for v in (wavelength, na, n, pixel)))
-            h = np.asarray(radial_psf(opt64, np.array([z]), jnp.asarray(r_um), num_nodes=num_nodes))[0]
+        h = _radial_psf_numpy(values, z, r_um, num_nodes)
         hr = h * r_um
         encircled = np.concatenate([[0.0], np.cumsum(0.5 * (hr[1:] + hr[:-1]) * np.diff(r_um))])
         encircled *= 2.0 * math.pi / total
@@ -240,11 +264,9 @@ def enclosed_energy(optics, z_um, size, *, oversample=4, num_nodes=256):
     """Fraction of the total Eq. 2 energy inside a centred size x size window (eager, float64)."""
     wavelength, na, n, pixel = (float(np.asarray(v)) for v in
                                 (optics.wavelength_um, optics.na, optics.n, optics.pixel_um))
-    with jax.enable_x64(True):
-        opt64 = Optics(*(np.float64(v) for v in (wavelength, na, n, pixel)))
-        r_units, index = _grid_geometry(size, oversample)
-        r_um = r_units * pixel / (2 * oversample)
-        prof = np.asarray(radial_psf(opt64, np.array([float(z_um)]), jnp.asarray(r_um), num_nodes=num_nodes))[0]
+    r_units, index = _grid_geometry(size, oversample)
+    r_um = r_units * pixel / (2 * oversample)
+    prof = _radial_psf_numpy((wavelength, na, n, pixel), abs(float(z_um)), r_um, num_nodes)
     full = prof[index].reshape(size, oversample, size, oversample).mean(axis=(1, 3))
     k = 2.0 * math.pi / wavelength
     return float(full.sum() * pixel ** 2 / (math.pi / (k * na / n) ** 2))
