@@ -11,12 +11,15 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import DEFOCUS_LEVELS_UM, defocus_psf, kernel_size_for, psf_stack
 from lbdvd_jax.bessel import j0, j1
+from lbdvd_jax.fit import FitResult, fit_defocus
 
 __all__ = [
     "DEFOCUS_LEVELS_UM",
+    "FitResult",
     "Optics",
     "__version__",
     "defocus_psf",
+    "fit_defocus",
     "j0",
     "j1",
     "kernel_size_for",
