@@ -1,0 +1,514 @@
+"""Training data for DelpNet: in-focus selection, synthetic defocus, camera noise, bg labels, splits.
+
+The paper (Sec. 2.1) blurs in-focus BBBC006 fields with the 11 level PSFs of Eq. 2, adds
+Poisson noise, crops 84x84 patches, labels near-empty patches 'bg' (max < 230 and
+max - min < 30 counts) and divides by 65535. Here every step is a pure JAX function on one
+patch, vmapped, so a fresh batch is generated on the device for every training step:
+
+    window (patch + k - 1)^2 of a field or a phantom --FFT conv, 'valid'--> 84x84 expected
+    counts --intensity/offset jitter--> camera noise --> rounding --> bg rule --> D4 flip/rot.
+
+Camera noise (Eq. 1's Poisson model, made camera-like): counts = offset + gain * N + read,
+N ~ Poisson((mu - offset) / gain) photoelectrons, read ~ Normal(0, read_noise). Measured on
+the real BBBC006 images (high-pass variance vs local mean, flat regions of the in-focus
+fields and all of the z00 fields, 118-690 counts, spatially white): var = gain * (mean -
+offset) + read_noise^2 with gain ~ 0.33 counts per photoelectron, offset 100 counts,
+read_noise ~ 1.3 counts. The real fields already carry that noise and blurring removes it,
+so noise is added back at the camera's level, less the part the blurred field still holds
+(sum(psf^2) of it): level 0 with a delta PSF returns the field unchanged.
+
+References:
+    D. He et al., IEEE Photonics J. 12(2):3900513 (2020), Sec. 2.1, Eq. 1.
+    S. J. Yang et al., BMC Bioinformatics 19:77 (2018): degrade.py (photoelectrons, offset).
+"""
+
+import pathlib
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lbdvd_jax.phantoms import PHANTOM_KINDS, phantom
+
+__all__ = [
+    "BG_LABEL", "COUNT_SCALE", "CameraModel", "GAIN", "OFFSET", "PATCH", "READ_NOISE", "add_camera_noise",
+    "bg_mask", "defocus_crops", "load_infocus_fields", "make_eval_set", "select_focal_plane",
+    "split_fields", "synth_batch", "tile_fields",
+]
+
+GAIN = 0.33  #: camera gain in counts per photoelectron (measured on BBBC006, see module doc)
+OFFSET = 100.0  #: camera offset in counts (BBBC006, Yang et al.'s degrade.py)
+READ_NOISE = 1.3  #: read noise, standard deviation in counts (BBBC006 fit intercept)
+PATCH = 84  #: DelpNet's patch side in pixels
+BG_LABEL = 11  #: the 'bg' class of the paper's 12 (levels 0..10, then bg)
+COUNT_SCALE = 65535.0  #: the paper's linear normalisation (16-bit full scale)
+
+
+class CameraModel(NamedTuple):
+    """Camera noise parameters (a pytree); defaults measured on BBBC006 (module docstring).
+
+    Pass as keywords: `synth_batch(..., **CameraModel(gain=0.5)._asdict())`.
+
+    Attributes:
+        gain: counts per photoelectron (variance slope of counts vs mean counts).
+        offset: camera offset in counts (the count of zero photoelectrons).
+        read_noise: Gaussian read noise, standard deviation in counts.
+    """
+
+    gain: float = GAIN
+    offset: float = OFFSET
+    read_noise: float = READ_NOISE
+
+
+# --------------------------------------------------------------------------- real fields
+
+def select_focal_plane(stack):
+    """Index of the in-focus plane of a z-stack: the plane of maximum standard deviation.
+
+    Args:
+        stack: (z, y, x) array of intensities.
+
+    Returns:
+        Python int in [0, z) (the paper's rule, Sec. 2.1).
+
+    Raises:
+        ValueError: `stack` is not 3-D or has no planes.
+    """
+    stack = np.asarray(stack)
+    if stack.ndim != 3 or stack.shape[0] == 0:
+        raise ValueError(f"stack: got shape {stack.shape}, expected a (z, y, x) z-stack with z >= 1")
+    return int(np.argmax(stack.reshape(stack.shape[0], -1).astype(np.float64).std(axis=1)))
+
+
+def load_infocus_fields(folder, *, pattern="*.tif*", exclude=("_cropped",)):
+    """Reads the in-focus fields of a folder as one float32 array of counts.
+
+    A file holding a 3-D z-stack contributes its focal plane (`select_focal_plane`).
+
+    Args:
+        folder: folder of TIFF files (uint8/uint16/float32; LZW needs `imagecodecs`).
+        pattern: glob pattern of the files to read (keyword-only).
+        exclude: file names containing any of these substrings are skipped (keyword-only; the
+            default skips BBBC006's `_cropped` file, a sub-image of field a01).
+
+    Returns:
+        (fields, names): (F, H, W) float32 counts and the F file names, sorted by name.
+
+    Raises:
+        FileNotFoundError: `folder` does not exist.
+        ValueError: no matching file, an unreadable TIFF, a non-image, or fields of
+            different shapes.
+    """
+    import tifffile  # NumPy-side I/O only
+
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder: {str(folder)!r} does not exist or is not a folder; "
+                                "pass the folder holding the in-focus TIFFs")
+    paths = sorted(p for p in folder.glob(pattern)
+                   if p.is_file() and not any(s in p.name for s in exclude))
+    if not paths:
+        raise ValueError(f"folder: {str(folder)!r} holds no file matching {pattern!r} "
+                         f"(excluding {exclude!r}); put in-focus TIFFs there or change pattern=")
+    fields, names = [], []
+    for p in paths:
+        try:
+            arr = tifffile.imread(p)
+        except Exception as err:  # tifffile raises many types for corrupt or foreign files
+            raise ValueError(f"folder: {p.name!r} is not a readable TIFF ({type(err).__name__}: "
+                             f"{err}); remove it or fix it (LZW needs the imagecodecs package)") from None
+        arr = np.squeeze(np.asarray(arr))
+        if arr.ndim == 3:
+            arr = arr[select_focal_plane(arr)]
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"folder: {p.name!r} holds a {arr.dtype} array of shape {arr.shape}, "
+                             "expected a grey-level (y, x) image or (z, y, x) stack")
+        fields.append(arr.astype(np.float32))
+        names.append(p.name)
+    shapes = {f.shape for f in fields}
+    if len(shapes) > 1:
+        listing = ", ".join(f"{n} {f.shape}" for n, f in zip(names, fields))
+        raise ValueError(f"folder: fields have different shapes ({listing}); crop them to one shape "
+                         "or exclude the odd ones with exclude=")
+    return np.stack(fields), names
+
+
+def tile_fields(fields, *, tiles=(2, 3)):
+    """Cuts each field into a grid of spatially disjoint tiles (for region-wise splits).
+
+    Args:
+        fields: (F, H, W) array.
+        tiles: static (rows, cols) of the grid; the remainder pixels are dropped.
+
+    Returns:
+        (tiles_array, source): (F * rows * cols, H // rows, W // cols) and the (F*rows*cols,)
+        int index of the field each tile came from.
+    """
+    fields = np.asarray(fields)
+    if fields.ndim != 3:
+        raise ValueError(f"fields: got shape {fields.shape}, expected (F, H, W)")
+    rows, cols = tiles
+    f, h, w = fields.shape
+    th, tw = h // rows, w // cols
+    if th < 1 or tw < 1:
+        raise ValueError(f"tiles: {tiles!r} is too fine for fields of {h}x{w}")
+    t = fields[:, :rows * th, :cols * tw].reshape(f, rows, th, cols, tw).transpose(0, 1, 3, 2, 4)
+    return t.reshape(f * rows * cols, th, tw), np.repeat(np.arange(f), rows * cols)
+
+
+def split_fields(names_or_count, *, fractions=(0.75, 0.15, 0.10), seed=0, protocol="field",
+                 num_levels=11):
+    """Splits sources into train / val / test.
+
+    Args:
+        names_or_count: a sequence of source names (fields or tiles) or their number F.
+        fractions: (train, val, test) fractions, summing to 1 (keyword-only).
+        seed: seed of the shuffle (keyword-only).
+        protocol: 'field' (default): whole sources go to one split each (largest-remainder
+            rounding, at least one source per split), so no field appears in two splits.
+            'paper': the paper's protocol, the F * num_levels synthetic images (field, level)
+            are split, so one field appears in several splits.
+        num_levels: number of defocus levels (protocol 'paper' only).
+
+    Returns:
+        dict 'train'/'val'/'test' -> for 'field', sorted int index arrays of sources; for
+        'paper', (F, num_levels) bool masks of the (field, level) images of each split (pass
+        as `level_mask=` to `synth_batch` / `make_eval_set`).
+
+    Raises:
+        ValueError: bad fractions, unknown protocol, or fewer sources than splits.
+    """
+    n = int(names_or_count) if np.isscalar(names_or_count) else len(names_or_count)
+    fr = np.asarray(fractions, dtype=np.float64)
+    if fr.shape != (3,) or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0):
+        raise ValueError(f"fractions: got {fractions!r}, expected three non-negative numbers "
+                         "summing to 1, e.g. (0.75, 0.15, 0.10)")
+    if protocol not in ("field", "paper"):
+        raise ValueError(f"protocol: got {protocol!r}, expected 'field' or 'paper'")
+    units = n if protocol == "field" else n * num_levels
+    if units < 3:
+        raise ValueError(f"names_or_count: {n} source(s) cannot be split three ways; "
+                         "use more fields, or tile_fields() to split regions")
+    counts = np.floor(fr * units).astype(int)
+    for i in np.argsort(-(fr * units - counts))[: units - counts.sum()]:
+        counts[i] += 1
+    for i in range(3):  # at least one unit per split, taken from the largest
+        if counts[i] == 0:
+            counts[i], counts[np.argmax(counts)] = 1, counts[np.argmax(counts)] - 1
+    order = np.random.default_rng(seed).permutation(units)
+    bounds = np.cumsum(counts)[:-1]
+    parts = dict(zip(("train", "val", "test"), np.split(order, bounds)))
+    if protocol == "field":
+        return {k: np.sort(v) for k, v in parts.items()}
+    masks = {}
+    for k, v in parts.items():
+        m = np.zeros(n * num_levels, bool)
+        m[v] = True
+        masks[k] = m.reshape(n, num_levels)
+    return masks
+
+
+# --------------------------------------------------------------------------- noise and labels
+
+def _normal(key, shape, dtype):
+    """Standard normals by Box-Muller on 16-bit halves of one random word per pair.
+
+    About 2x faster than `jax.random.normal` on CPU; |z| is capped at 4.7 (P = 3e-6 per draw).
+    """
+    n = int(np.prod(shape))
+    bits = jax.random.bits(key, ((n + 1) // 2,), jnp.uint32)
+    u1 = ((bits >> 16).astype(dtype) + 0.5) / 65536.0
+    u2 = (bits & 0xFFFF).astype(dtype) * (2.0 * np.pi / 65536.0)
+    r = jnp.sqrt(-2.0 * jnp.log(u1))
+    return jnp.concatenate([r * jnp.cos(u2), r * jnp.sin(u2)])[:n].reshape(shape)
+
+
+def add_camera_noise(key, expected_counts, *, gain=GAIN, offset=OFFSET, read_noise=READ_NOISE,
+                     present=0.0, method="normal"):
+    """Camera noise on expected counts: Poisson photoelectrons above the offset, plus read noise.
+
+    counts = offset + gain * N + read, N ~ Poisson(max(mu - offset, 0) / gain),
+    read ~ Normal(0, read_noise); so E = mu (above the offset) and
+    Var = gain * (mu - offset) + read_noise^2.
+
+    Args:
+        key: `jax.random` key.
+        expected_counts: array of expected counts mu.
+        gain: counts per photoelectron (BBBC006: ~0.33, i.e. ~3 photoelectrons per count).
+        offset: camera offset in counts.
+        read_noise: standard deviation of the Gaussian read noise in counts.
+        present: fraction (0..1, broadcastable) of that variance the input already carries
+            (e.g. sum(psf^2) for a blurred noisy field); only the rest, (1 - present), is added.
+        method: static; 'normal' (default): a Gaussian with the Poisson mean and variance (fast;
+            exact in the first two moments, indistinguishable after integer rounding at the
+            >= 20 photoelectrons of BBBC006's background), or 'poisson': exact Poisson draws
+            (`jax.random.poisson`, about 20x slower on CPU).
+
+    Returns:
+        Noisy counts (not rounded), dtype of `expected_counts` (float).
+    """
+    mu = jnp.asarray(expected_counts)
+    if not jnp.issubdtype(mu.dtype, jnp.floating):
+        mu = mu.astype(jnp.float32)
+    dtype = mu.dtype
+    electrons = jnp.maximum(mu - offset, 0.0) / gain
+    if method == "normal":  # shot and read noise in one Gaussian draw
+        noise = jnp.sqrt(gain * gain * electrons + read_noise ** 2) * _normal(key, mu.shape, dtype)
+    elif method == "poisson":
+        k_shot, k_read = jax.random.split(key)
+        shot = jax.random.poisson(k_shot, electrons, mu.shape).astype(dtype) - electrons
+        noise = gain * shot + read_noise * jax.random.normal(k_read, mu.shape, dtype)
+    else:
+        raise ValueError(f"method: got {method!r}, expected 'normal' or 'poisson'")
+    scale = jnp.sqrt(jnp.clip(1.0 - jnp.asarray(present, dtype), 0.0, 1.0))
+    return (mu + scale * noise).astype(dtype)
+
+
+def bg_mask(patches, *, bg_max=230.0, bg_range=30.0):
+    """The paper's bg rule on patches in counts: max < bg_max and max - min < bg_range.
+
+    Args:
+        patches: (..., h, w) counts (16-bit scale, not divided by 65535).
+        bg_max, bg_range: thresholds in counts (paper: 230 and 30).
+
+    Returns:
+        bool array of shape patches.shape[:-2].
+    """
+    hi = jnp.max(patches, axis=(-2, -1))
+    lo = jnp.min(patches, axis=(-2, -1))
+    return (hi < bg_max) & (hi - lo < bg_range)
+
+
+# --------------------------------------------------------------------------- synthesis
+
+def _otfs(psfs, window):
+    """rfft2 of each kernel zero-padded to the window: circular conv = 'valid' conv there."""
+    k = psfs.shape[-1]
+    padded = jnp.zeros(psfs.shape[:-2] + (window, window), psfs.dtype).at[..., :k, :k].set(psfs)
+    return jnp.fft.rfft2(padded)
+
+
+def _blur_valid(window, otf, *, patch):
+    """'valid' convolution of a (patch + k - 1)^2 window with the kernel of `otf`."""
+    size = window.shape[-1]
+    full = jnp.fft.irfft2(jnp.fft.rfft2(window) * otf, s=(size, size))
+    return full[size - patch:, size - patch:]
+
+
+def _check_sources(fields, psfs, patch):
+    if fields.ndim != 3 or fields.shape[0] < 1:
+        raise ValueError(f"fields: got shape {fields.shape}, expected (F, H, W) with F >= 1; "
+                         "load them with load_infocus_fields")
+    if psfs.ndim != 3 or psfs.shape[1] != psfs.shape[2]:
+        raise ValueError(f"psfs: got shape {psfs.shape}, expected (levels, k, k), e.g. "
+                         "psf_stack(Optics(), size=49)")
+    window = patch + psfs.shape[-1] - 1
+    if min(fields.shape[1:]) < window:
+        raise ValueError(f"fields: {fields.shape[1]}x{fields.shape[2]} is smaller than the "
+                         f"{window}x{window} window a {patch}px patch and {psfs.shape[-1]}px PSF need; "
+                         "use larger fields or tiles, or a smaller PSF size")
+    return window
+
+
+def _sample_levels_fields(key, n, num_fields, num_levels, level_mask, levels=None):
+    k_lvl, k_fld = jax.random.split(key)
+    if level_mask is None:
+        if levels is None:
+            levels = jax.random.randint(k_lvl, (n,), 0, num_levels)
+        fidx = jax.random.randint(k_fld, (n,), 0, num_fields)
+        return levels, fidx
+    mask = jnp.asarray(level_mask, bool)
+    if levels is None:
+        levels = jax.random.categorical(k_lvl, jnp.where(jnp.any(mask, 0), 0.0, -jnp.inf), shape=(n,))
+    logits = jnp.where(mask.T[levels], 0.0, -jnp.inf)  # (n, F)
+    return levels, jax.random.categorical(k_fld, logits, axis=-1)
+
+
+def _field_windows(key, fields, fidx, *, window):
+    _, h, w = fields.shape
+    ky, kx = jax.random.split(key)
+    ys = jax.random.randint(ky, fidx.shape, 0, h - window + 1)
+    xs = jax.random.randint(kx, fidx.shape, 0, w - window + 1)
+    take = lambda f, y, x: jax.lax.dynamic_slice(fields[f], (y, x), (window, window))
+    return jax.vmap(take)(fidx, ys, xs)
+
+
+def _render(key, windows, levels, psfs, present_scale, *, patch, gain, offset, read_noise,
+            scale_range, offset_range, augment, method, bg_max, bg_range, with_bg):
+    """Blur, jitter, noise, round, label and flip/rotate a batch of windows."""
+    n, window = windows.shape[0], windows.shape[-1]
+    otfs = _otfs(psfs.astype(windows.dtype), window)
+    blurred = jax.vmap(lambda w, o: _blur_valid(w, o, patch=patch))(windows, otfs[levels])
+    k_s, k_o, k_n, k_g = jax.random.split(key, 4)
+    if augment:
+        scale = jnp.exp(jax.random.uniform(k_s, (n,), minval=jnp.log(scale_range[0]),
+                                           maxval=jnp.log(scale_range[1])))
+        shift = jax.random.uniform(k_o, (n,), minval=offset_range[0], maxval=offset_range[1])
+    else:
+        scale, shift = jnp.ones((n,)), jnp.zeros((n,))
+    cam_offset = offset + shift
+    mu = cam_offset[:, None, None] + scale[:, None, None] * jnp.maximum(blurred - offset, 0.0)
+    present = jnp.clip(present_scale * scale * jnp.sum(psfs ** 2, axis=(-2, -1))[levels], 0.0, 1.0)
+    noisy = add_camera_noise(k_n, mu, gain=gain, offset=cam_offset[:, None, None],
+                             read_noise=read_noise, present=present[:, None, None], method=method)
+    counts = jnp.clip(jnp.round(noisy), 0.0, COUNT_SCALE)
+    labels = levels.astype(jnp.int32)
+    if with_bg:
+        labels = jnp.where(bg_mask(counts, bg_max=bg_max, bg_range=bg_range), psfs.shape[0], labels)
+    if augment:  # the 8 symmetries of the square (the PSFs are radially symmetric)
+        t, fy, fx = jax.random.bernoulli(k_g, 0.5, (3, n))[..., None, None]
+        counts = jnp.where(t, jnp.swapaxes(counts, -1, -2), counts)
+        counts = jnp.where(fy, counts[:, ::-1, :], counts)
+        counts = jnp.where(fx, counts[:, :, ::-1], counts)
+    return counts, labels
+
+
+_DEFAULTS = dict(gain=GAIN, offset=OFFSET, read_noise=READ_NOISE, scale_range=(0.5, 2.0),
+                 offset_range=(-10.0, 10.0), method="normal", bg_max=230.0, bg_range=30.0,
+                 with_bg=True)
+
+
+def defocus_crops(key, field, psfs, levels, *, num_crops=20, patch=PATCH, augment=False, **kwargs):
+    """Random defocused crops of one field: the paper's protocol (20 per image and level).
+
+    Each crop blurs a (patch + k - 1)^2 window of `field` with psfs[level] by an FFT
+    convolution ('valid', so no border effects), adds camera noise (see `synth_batch` for the
+    keyword arguments) and is labelled with its level, or bg (= len(psfs)) by the bg rule.
+
+    Args:
+        key: `jax.random` key.
+        field: (H, W) in-focus field in counts (already noisy, like the real fields).
+        psfs: (L, k, k) kernels, e.g. `psf_stack(Optics(), size=49)`.
+        levels: (n_levels,) int level indices to generate.
+        num_crops: static number of crops per level.
+        patch: static patch side (84).
+        augment: static; apply `synth_batch`'s jitter and flips (default False).
+        **kwargs: `synth_batch`'s noise / bg keywords.
+
+    Returns:
+        (counts, labels): (n_levels * num_crops, patch, patch) float32 counts and int32 labels.
+    """
+    field = jnp.asarray(field)
+    if not jnp.issubdtype(field.dtype, jnp.floating):
+        field = field.astype(jnp.float32)
+    if field.ndim != 2:
+        raise ValueError(f"field: got shape {field.shape}, expected (H, W)")
+    psfs = jnp.asarray(psfs, field.dtype)
+    window = _check_sources(field[None], psfs, patch)
+    opts = {**_DEFAULTS, **kwargs}
+    lv = jnp.repeat(jnp.asarray(levels, jnp.int32), num_crops)
+    k_w, k_r = jax.random.split(key)
+    windows = _field_windows(k_w, field[None], jnp.zeros_like(lv), window=window)
+    return _render(k_r, windows, lv, psfs, 1.0, patch=patch, augment=augment, **opts)
+
+
+def synth_batch(key, fields, psfs, *, batch_size=128, augment=True, phantom_fraction=0.0,
+                gain=GAIN, offset=OFFSET, read_noise=READ_NOISE, bg_max=230.0, bg_range=30.0,
+                with_bg=True, scale_range=(0.5, 2.0), offset_range=(-10.0, 10.0),
+                method="normal", level_mask=None, levels=None, patch=PATCH):
+    """A fresh batch of labelled synthetic defocused patches, ready for DelpNet.
+
+    Each patch: uniform random level (or `levels`), random source (a random field and crop
+    position, or with probability `phantom_fraction` a procedural phantom), 'valid' FFT blur
+    by psfs[level], intensity scale and camera-offset jitter (augment), camera noise (topped up
+    to the camera's level: a field's own noise left after blurring is counted), integer rounding,
+    bg label by the paper's rule, and a random flip/rot90 (augment).
+
+    Args:
+        key: `jax.random` key (fresh data for every key).
+        fields: (F, H, W) in-focus fields in counts (`load_infocus_fields`), H, W >= patch+k-1.
+        psfs: (L, k, k) level kernels, each summing to 1 (`psf_stack(Optics(), size=49)`).
+        batch_size: static number of patches B.
+        augment: static; intensity scale (log-uniform in `scale_range`, applied to the signal
+            above the offset), camera offset shift (uniform in `offset_range`, counts) and the
+            8 flips/rotations of the square.
+        phantom_fraction: static fraction of the batch made from phantoms (`phantoms.phantom`).
+        gain, offset, read_noise: camera model (counts per photoelectron, counts, counts).
+        bg_max, bg_range: bg rule thresholds in counts (paper: 230, 30).
+        with_bg: static; False keeps level labels on bg patches (the paper's no-bg ablation).
+        scale_range, offset_range: static augmentation ranges.
+        method: static noise method, 'normal' or 'poisson' (see `add_camera_noise`).
+        level_mask: optional (F, L) bool: only these (field, level) images are drawn (the
+            paper's split protocol, `split_fields(..., protocol='paper')`).
+        levels: optional (B,) int levels to use instead of uniform draws.
+        patch: static patch side (84).
+
+    Returns:
+        (x, y): x (B, patch, patch, 1) float32 = counts / 65535; y (B,) int32 in 0..L
+        (L = bg when `with_bg`).
+
+    Examples:
+        >>> import functools, jax
+        >>> from lbdvd_jax import Optics, psf_stack, load_infocus_fields, synth_batch
+        >>> fields, _ = load_infocus_fields("../shared/data/real/bbbc006/infocus")  # doctest: +SKIP
+        >>> psfs = psf_stack(Optics(), size=49)
+        >>> batch = jax.jit(functools.partial(synth_batch, batch_size=128))  # doctest: +SKIP
+        >>> x, y = batch(jax.random.key(0), fields, psfs)  # doctest: +SKIP
+    """
+    fields = jnp.asarray(fields)
+    if not jnp.issubdtype(fields.dtype, jnp.floating):
+        fields = fields.astype(jnp.float32)
+    psfs = jnp.asarray(psfs, fields.dtype)
+    window = _check_sources(fields, psfs, patch)
+    if not 0.0 <= phantom_fraction <= 1.0:
+        raise ValueError(f"phantom_fraction: got {phantom_fraction!r}, expected a number in [0, 1]")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: got {batch_size!r}, expected a positive Python int")
+    n_ph = int(round(phantom_fraction * batch_size))
+    k_sel, k_win, k_ph, k_r, k_perm = jax.random.split(key, 5)
+    if level_mask is not None:
+        if np.shape(level_mask) != (fields.shape[0], psfs.shape[0]):
+            raise ValueError(f"level_mask: got shape {np.shape(level_mask)}, expected "
+                             f"{(fields.shape[0], psfs.shape[0])} (fields x levels)")
+    lv, fidx = _sample_levels_fields(k_sel, batch_size, fields.shape[0], psfs.shape[0],
+                                     level_mask, levels)
+    windows = _field_windows(k_win, fields, fidx[: batch_size - n_ph], window=window)
+    present = jnp.ones((batch_size,), fields.dtype)
+    if n_ph:
+        # a static, near-equal share of each kind (cheaper than a traced per-window switch)
+        shares = [n_ph // 3 + (i < n_ph % 3) for i in range(3)]
+        ph = jnp.concatenate([
+            jax.vmap(lambda k, kind=kind: phantom(k, size=window, kind=kind, offset=offset))(
+                jax.random.split(jax.random.fold_in(k_ph, i), m))
+            for i, (kind, m) in enumerate(zip(PHANTOM_KINDS, shares)) if m])
+        windows = jnp.concatenate([windows, ph.astype(fields.dtype)])
+        present = present.at[batch_size - n_ph:].set(0.0)  # phantoms are noise-free
+    counts, labels = _render(k_r, windows, lv, psfs, present, patch=patch, gain=gain, offset=offset,
+                             read_noise=read_noise, scale_range=scale_range,
+                             offset_range=offset_range, augment=augment, method=method,
+                             bg_max=bg_max, bg_range=bg_range, with_bg=with_bg)
+    if n_ph:  # interleave phantoms and fields
+        perm = jax.random.permutation(k_perm, batch_size)
+        counts, labels = counts[perm], labels[perm]
+    return (counts / COUNT_SCALE).astype(fields.dtype)[..., None], labels
+
+
+def make_eval_set(key, fields, psfs, *, per_level=200, chunk=256, augment=False, **kwargs):
+    """A fixed, seeded, level-balanced evaluation set (for the val / test sources).
+
+    Args:
+        key: `jax.random` key (same key, same set).
+        fields: (F, H, W) held-out fields (or tiles) in counts.
+        psfs: (L, k, k) kernels.
+        per_level: static number of patches per level (before bg relabelling).
+        chunk: static batch size used to generate it (bounds memory).
+        augment: static; default False (real intensities, no flips).
+        **kwargs: `synth_batch` keywords (noise, bg, level_mask, phantom_fraction ...).
+
+    Returns:
+        (x, y) as NumPy arrays: (L * per_level, patch, patch, 1) float32 and (L * per_level,)
+        int32, ordered by level.
+    """
+    psfs = jnp.asarray(psfs)
+    levels = np.repeat(np.arange(psfs.shape[0], dtype=np.int32), per_level)
+    xs, ys = [], []
+    fn = jax.jit(lambda k, f, p, lv: synth_batch(k, f, p, batch_size=chunk, augment=augment,
+                                                  levels=lv, **kwargs))
+    for i, start in enumerate(range(0, len(levels), chunk)):
+        lv = levels[start:start + chunk]
+        pad = np.pad(lv, (0, chunk - len(lv)))
+        x, y = fn(jax.random.fold_in(key, i), fields, psfs, jnp.asarray(pad))
+        xs.append(np.asarray(x)[: len(lv)])
+        ys.append(np.asarray(y)[: len(lv)])
+    return np.concatenate(xs), np.concatenate(ys)
