@@ -17,6 +17,11 @@ from lbdvd_jax.data import (
     make_eval_set, select_focal_plane, split_fields, synth_batch, tile_fields,
 )
 from lbdvd_jax.phantoms import phantom
+from lbdvd_jax.deconv import blind_richardson_lucy, richardson_lucy
+from lbdvd_jax.patches import (
+    depth_invariant_deconvolve, depth_variant_deconvolve, extract_patches, montage, patch_grid,
+    rectangular_weights, seam_score, sharded_map, triangular_weights,
+)
 
 __all__ = [
     "BG_LABEL",
@@ -27,18 +32,29 @@ __all__ = [
     "__version__",
     "add_camera_noise",
     "bg_mask",
+    "blind_richardson_lucy",
     "defocus_crops",
     "defocus_psf",
+    "depth_invariant_deconvolve",
+    "depth_variant_deconvolve",
+    "extract_patches",
     "fit_defocus",
     "j0",
     "j1",
     "kernel_size_for",
     "load_infocus_fields",
     "make_eval_set",
+    "montage",
+    "patch_grid",
     "phantom",
     "psf_stack",
+    "rectangular_weights",
+    "richardson_lucy",
+    "seam_score",
     "select_focal_plane",
+    "sharded_map",
     "split_fields",
     "synth_batch",
     "tile_fields",
+    "triangular_weights",
 ]
