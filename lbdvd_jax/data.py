@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.phantoms import PHANTOM_KINDS, phantom
+from lbdvd_jax.phantoms import PHANTOM_KINDS, phantoms
 
 __all__ = [
     "BG_LABEL", "COUNT_SCALE", "CameraModel", "GAIN", "OFFSET", "PATCH", "READ_NOISE", "add_camera_noise",
@@ -119,6 +119,9 @@ def load_infocus_fields(folder, *, pattern="*.tif*", exclude=("_cropped",)):
             raise ValueError(f"folder: {p.name!r} is not a readable TIFF ({type(err).__name__}: "
                              f"{err}); remove it or fix it (LZW needs the imagecodecs package)") from None
         arr = np.squeeze(np.asarray(arr))
+        if arr.size == 0:
+            raise ValueError(f"folder: {p.name!r} is not a readable TIFF (no image data); "
+                             "remove it or re-save it")
         if arr.ndim == 3:
             arr = arr[select_focal_plane(arr)]
         if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
@@ -311,56 +314,71 @@ def _check_sources(fields, psfs, patch):
     return window
 
 
-def _sample_levels_fields(key, n, num_fields, num_levels, level_mask, levels=None):
-    k_lvl, k_fld = jax.random.split(key)
+# All per-patch choices come from one (n, 8) table of uniforms, one random call per batch:
+# every jax.random call adds a threefry kernel, and those dominate the compile time on CPU.
+_U_LEVEL, _U_FIELD, _U_Y, _U_X, _U_SCALE, _U_SHIFT, _U_D4, _U_ORDER = range(8)
+
+
+def _pick(u, weights):
+    """Inverse-CDF draw of an index with probability proportional to `weights` (last axis)."""
+    cdf = jnp.cumsum(weights, axis=-1)
+    target = u * cdf[..., -1]
+    return jnp.minimum(jnp.sum(cdf <= target[..., None], axis=-1), weights.shape[-1] - 1)
+
+
+def _sample_levels_fields(u, num_fields, num_levels, level_mask, levels=None):
+    n = u.shape[0]
     if level_mask is None:
         if levels is None:
-            levels = jax.random.randint(k_lvl, (n,), 0, num_levels)
-        fidx = jax.random.randint(k_fld, (n,), 0, num_fields)
-        return levels, fidx
-    mask = jnp.asarray(level_mask, bool)
+            levels = _pick(u[:, _U_LEVEL], jnp.ones((num_levels,)))
+        return levels, _pick(u[:, _U_FIELD], jnp.ones((n, num_fields)))
+    mask = jnp.asarray(level_mask, jnp.float32)
     if levels is None:
-        levels = jax.random.categorical(k_lvl, jnp.where(jnp.any(mask, 0), 0.0, -jnp.inf), shape=(n,))
-    logits = jnp.where(mask.T[levels], 0.0, -jnp.inf)  # (n, F)
-    return levels, jax.random.categorical(k_fld, logits, axis=-1)
+        levels = _pick(u[:, _U_LEVEL], (jnp.sum(mask, 0) > 0).astype(jnp.float32))
+    return levels, _pick(u[:, _U_FIELD], mask.T[levels])
 
 
-def _field_windows(key, fields, fidx, *, window):
+def _field_windows(u, fields, fidx, *, window, positions=None):
     _, h, w = fields.shape
-    ky, kx = jax.random.split(key)
-    ys = jax.random.randint(ky, fidx.shape, 0, h - window + 1)
-    xs = jax.random.randint(kx, fidx.shape, 0, w - window + 1)
+    if positions is None:
+        ys = jnp.minimum((u[:, _U_Y] * (h - window + 1)).astype(jnp.int32), h - window)
+        xs = jnp.minimum((u[:, _U_X] * (w - window + 1)).astype(jnp.int32), w - window)
+    else:
+        ys, xs = positions[:, 0], positions[:, 1]
     take = lambda f, y, x: jax.lax.dynamic_slice(fields[f], (y, x), (window, window))
     return jax.vmap(take)(fidx, ys, xs)
 
 
-def _render(key, windows, levels, psfs, present_scale, *, patch, gain, offset, read_noise,
-            scale_range, offset_range, augment, method, bg_max, bg_range, with_bg):
+def _render(key, u, windows, levels, psfs, present_scale, *, patch, gain, offset, read_noise,
+            scale_range, offset_range, augment, method, bg_max, bg_range, with_bg, noise=True):
     """Blur, jitter, noise, round, label and flip/rotate a batch of windows."""
     n, window = windows.shape[0], windows.shape[-1]
-    otfs = _otfs(psfs.astype(windows.dtype), window)
+    dtype = windows.dtype
+    otfs = _otfs(psfs.astype(dtype), window)
     blurred = jax.vmap(lambda w, o: _blur_valid(w, o, patch=patch))(windows, otfs[levels])
-    k_s, k_o, k_n, k_g = jax.random.split(key, 4)
     if augment:
-        scale = jnp.exp(jax.random.uniform(k_s, (n,), minval=jnp.log(scale_range[0]),
-                                           maxval=jnp.log(scale_range[1])))
-        shift = jax.random.uniform(k_o, (n,), minval=offset_range[0], maxval=offset_range[1])
+        lo, hi = np.log(scale_range[0]), np.log(scale_range[1])
+        scale = jnp.exp(lo + (hi - lo) * u[:, _U_SCALE]).astype(dtype)
+        shift = (offset_range[0] + (offset_range[1] - offset_range[0]) * u[:, _U_SHIFT]).astype(dtype)
     else:
-        scale, shift = jnp.ones((n,)), jnp.zeros((n,))
+        scale, shift = jnp.ones((n,), dtype), jnp.zeros((n,), dtype)
     cam_offset = offset + shift
     mu = cam_offset[:, None, None] + scale[:, None, None] * jnp.maximum(blurred - offset, 0.0)
     present = jnp.clip(present_scale * scale * jnp.sum(psfs ** 2, axis=(-2, -1))[levels], 0.0, 1.0)
-    noisy = add_camera_noise(k_n, mu, gain=gain, offset=cam_offset[:, None, None],
-                             read_noise=read_noise, present=present[:, None, None], method=method)
-    counts = jnp.clip(jnp.round(noisy), 0.0, COUNT_SCALE)
+    if noise:
+        noisy = add_camera_noise(key, mu, gain=gain, offset=cam_offset[:, None, None],
+                                 read_noise=read_noise, present=present[:, None, None], method=method)
+        counts = jnp.clip(jnp.round(noisy), 0.0, COUNT_SCALE)
+    else:
+        counts = mu
     labels = levels.astype(jnp.int32)
     if with_bg:
         labels = jnp.where(bg_mask(counts, bg_max=bg_max, bg_range=bg_range), psfs.shape[0], labels)
     if augment:  # the 8 symmetries of the square (the PSFs are radially symmetric)
-        t, fy, fx = jax.random.bernoulli(k_g, 0.5, (3, n))[..., None, None]
-        counts = jnp.where(t, jnp.swapaxes(counts, -1, -2), counts)
-        counts = jnp.where(fy, counts[:, ::-1, :], counts)
-        counts = jnp.where(fx, counts[:, :, ::-1], counts)
+        d4 = (u[:, _U_D4] * 8).astype(jnp.int32)[:, None, None]
+        counts = jnp.where(d4 & 1, jnp.swapaxes(counts, -1, -2), counts)
+        counts = jnp.where(d4 & 2, counts[:, ::-1, :], counts)
+        counts = jnp.where(d4 & 4, counts[:, :, ::-1], counts)
     return counts, labels
 
 
@@ -369,7 +387,8 @@ _DEFAULTS = dict(gain=GAIN, offset=OFFSET, read_noise=READ_NOISE, scale_range=(0
                  with_bg=True)
 
 
-def defocus_crops(key, field, psfs, levels, *, num_crops=20, patch=PATCH, augment=False, **kwargs):
+def defocus_crops(key, field, psfs, levels, *, num_crops=20, patch=PATCH, augment=False,
+                  noise=True, positions=None, **kwargs):
     """Random defocused crops of one field: the paper's protocol (20 per image and level).
 
     Each crop blurs a (patch + k - 1)^2 window of `field` with psfs[level] by an FFT
@@ -384,6 +403,10 @@ def defocus_crops(key, field, psfs, levels, *, num_crops=20, patch=PATCH, augmen
         num_crops: static number of crops per level.
         patch: static patch side (84).
         augment: static; apply `synth_batch`'s jitter and flips (default False).
+        noise: static; False returns the noise-free blurred expected counts (not rounded).
+        positions: optional (n_levels * num_crops, 2) int (y, x) top-left corners of the
+            (patch + k - 1)^2 windows in `field` (default: uniform random, fully inside); the
+            patch is then field[y + k//2 : y + k//2 + patch, x + k//2 : ...] blurred.
         **kwargs: `synth_batch`'s noise / bg keywords.
 
     Returns:
@@ -398,9 +421,15 @@ def defocus_crops(key, field, psfs, levels, *, num_crops=20, patch=PATCH, augmen
     window = _check_sources(field[None], psfs, patch)
     opts = {**_DEFAULTS, **kwargs}
     lv = jnp.repeat(jnp.asarray(levels, jnp.int32), num_crops)
-    k_w, k_r = jax.random.split(key)
-    windows = _field_windows(k_w, field[None], jnp.zeros_like(lv), window=window)
-    return _render(k_r, windows, lv, psfs, 1.0, patch=patch, augment=augment, **opts)
+    k_u, k_r = jax.random.split(key)
+    u = jax.random.uniform(k_u, (lv.shape[0], 8))
+    if positions is not None:
+        positions = jnp.asarray(positions, jnp.int32)
+        if positions.shape != (lv.shape[0], 2):
+            raise ValueError(f"positions: got shape {positions.shape}, expected {(lv.shape[0], 2)} "
+                             "(one (y, x) window corner per crop)")
+    windows = _field_windows(u, field[None], jnp.zeros_like(lv), window=window, positions=positions)
+    return _render(k_r, u, windows, lv, psfs, 1.0, patch=patch, augment=augment, noise=noise, **opts)
 
 
 def synth_batch(key, fields, psfs, *, batch_size=128, augment=True, phantom_fraction=0.0,
@@ -456,30 +485,29 @@ def synth_batch(key, fields, psfs, *, batch_size=128, augment=True, phantom_frac
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: got {batch_size!r}, expected a positive Python int")
     n_ph = int(round(phantom_fraction * batch_size))
-    k_sel, k_win, k_ph, k_r, k_perm = jax.random.split(key, 5)
+    k_u, k_ph, k_r = jax.random.split(key, 3)
+    u = jax.random.uniform(k_u, (batch_size, 8))
     if level_mask is not None:
         if np.shape(level_mask) != (fields.shape[0], psfs.shape[0]):
             raise ValueError(f"level_mask: got shape {np.shape(level_mask)}, expected "
                              f"{(fields.shape[0], psfs.shape[0])} (fields x levels)")
-    lv, fidx = _sample_levels_fields(k_sel, batch_size, fields.shape[0], psfs.shape[0],
-                                     level_mask, levels)
-    windows = _field_windows(k_win, fields, fidx[: batch_size - n_ph], window=window)
+    lv, fidx = _sample_levels_fields(u, fields.shape[0], psfs.shape[0], level_mask, levels)
+    windows = _field_windows(u[: batch_size - n_ph], fields, fidx[: batch_size - n_ph], window=window)
     present = jnp.ones((batch_size,), fields.dtype)
     if n_ph:
         # a static, near-equal share of each kind (cheaper than a traced per-window switch)
         shares = [n_ph // 3 + (i < n_ph % 3) for i in range(3)]
         ph = jnp.concatenate([
-            jax.vmap(lambda k, kind=kind: phantom(k, size=window, kind=kind, offset=offset))(
-                jax.random.split(jax.random.fold_in(k_ph, i), m))
-            for i, (kind, m) in enumerate(zip(PHANTOM_KINDS, shares)) if m])
+            phantoms(k, m, size=window, kind=kind, offset=offset)
+            for k, kind, m in zip(jax.random.split(k_ph, 3), PHANTOM_KINDS, shares) if m])
         windows = jnp.concatenate([windows, ph.astype(fields.dtype)])
         present = present.at[batch_size - n_ph:].set(0.0)  # phantoms are noise-free
-    counts, labels = _render(k_r, windows, lv, psfs, present, patch=patch, gain=gain, offset=offset,
+    counts, labels = _render(k_r, u, windows, lv, psfs, present, patch=patch, gain=gain, offset=offset,
                              read_noise=read_noise, scale_range=scale_range,
                              offset_range=offset_range, augment=augment, method=method,
                              bg_max=bg_max, bg_range=bg_range, with_bg=with_bg)
     if n_ph:  # interleave phantoms and fields
-        perm = jax.random.permutation(k_perm, batch_size)
+        perm = jnp.argsort(u[:, _U_ORDER])
         counts, labels = counts[perm], labels[perm]
     return (counts / COUNT_SCALE).astype(fields.dtype)[..., None], labels
 

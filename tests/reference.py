@@ -33,6 +33,36 @@ def psf_quad(size, z_um, wavelength_um=0.451, na=0.5, n=1.0, pixel_um=0.65):
     return h / h.sum()
 
 
+# --- Synthetic defocus data (data.py) -----------------------------------------------------
+
+
+def defocus_valid_ref(window, psf):
+    """Float64 'valid' convolution of a window with a PSF (scipy.signal.fftconvolve)."""
+    import scipy.signal
+
+    return scipy.signal.fftconvolve(np.asarray(window, np.float64), np.asarray(psf, np.float64),
+                                    mode="valid")
+
+
+def bg_rule_ref(patch, bg_max=230.0, bg_range=30.0):
+    """The paper's bg rule in plain Python: max < bg_max and max - min < bg_range (counts)."""
+    p = np.asarray(patch, np.float64)
+    return bool(p.max() < bg_max and p.max() - p.min() < bg_range)
+
+
+def camera_moments_ref(mu, gain, offset, read_noise):
+    """Mean and variance of offset + gain * Poisson((mu - offset)/gain) + Normal(0, read_noise)."""
+    electrons = np.maximum(np.asarray(mu, np.float64) - offset, 0.0) / gain
+    return offset + gain * electrons, gain ** 2 * electrons + read_noise ** 2
+
+
+def gaussian_psf_ref(size, sigma):
+    """Normalised isotropic Gaussian kernel (a stand-in PSF)."""
+    i = np.arange(size) - size // 2
+    g = np.exp(-0.5 * (i[:, None] ** 2 + i[None, :] ** 2) / sigma ** 2)
+    return g / g.sum()
+
+
 # --- Richardson-Lucy and patch-wise montage (deconv.py, patches.py) ------------------------
 
 
