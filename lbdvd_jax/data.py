@@ -512,6 +512,12 @@ def synth_batch(key, fields, psfs, *, batch_size=128, augment=True, phantom_frac
     return (counts / COUNT_SCALE).astype(fields.dtype)[..., None], labels
 
 
+_STATIC = ("batch_size", "augment", "phantom_fraction", "with_bg", "scale_range", "offset_range",
+           "method", "patch")
+# One compiled generator shared by make_eval_set calls of the same static configuration.
+_synth_batch_jit = jax.jit(synth_batch, static_argnames=_STATIC)
+
+
 def make_eval_set(key, fields, psfs, *, per_level=200, chunk=256, augment=False, **kwargs):
     """A fixed, seeded, level-balanced evaluation set (for the val / test sources).
 
@@ -526,17 +532,22 @@ def make_eval_set(key, fields, psfs, *, per_level=200, chunk=256, augment=False,
 
     Returns:
         (x, y) as NumPy arrays: (L * per_level, patch, patch, 1) float32 and (L * per_level,)
-        int32, ordered by level.
+        int32, ordered by level (unless phantoms are mixed in). With `level_mask`, only the
+        levels the mask holds are generated, each from its allowed fields.
     """
     psfs = jnp.asarray(psfs)
-    levels = np.repeat(np.arange(psfs.shape[0], dtype=np.int32), per_level)
+    present = np.arange(psfs.shape[0], dtype=np.int32)
+    if kwargs.get("level_mask") is not None:  # paper protocol: only the split's (field, level) images
+        present = present[np.asarray(kwargs["level_mask"], bool).any(axis=0)]
+    levels = np.repeat(present, per_level)
     xs, ys = [], []
-    fn = jax.jit(lambda k, f, p, lv: synth_batch(k, f, p, batch_size=chunk, augment=augment,
-                                                  levels=lv, **kwargs))
+    static = {k: v for k, v in kwargs.items() if k in _STATIC}
+    traced = {k: v for k, v in kwargs.items() if k not in _STATIC}
     for i, start in enumerate(range(0, len(levels), chunk)):
         lv = levels[start:start + chunk]
         pad = np.pad(lv, (0, chunk - len(lv)))
-        x, y = fn(jax.random.fold_in(key, i), fields, psfs, jnp.asarray(pad))
+        x, y = _synth_batch_jit(jax.random.fold_in(key, i), fields, psfs, batch_size=chunk,
+                                augment=augment, levels=jnp.asarray(pad), **static, **traced)
         xs.append(np.asarray(x)[: len(lv)])
         ys.append(np.asarray(y)[: len(lv)])
     return np.concatenate(xs), np.concatenate(ys)
