@@ -22,6 +22,9 @@ from lbdvd_jax.patches import (
     depth_invariant_deconvolve, depth_variant_deconvolve, extract_patches, montage, patch_grid,
     rectangular_weights, seam_score, sharded_map, triangular_weights,
 )
+from lbdvd_jax.io import TiffImage, read_tiff, write_tiff
+from lbdvd_jax.quality import psnr, ssim
+from lbdvd_jax.pipeline import Restoration, predict_levels, restore
 
 __all__ = [
     "BG_LABEL",
@@ -29,6 +32,8 @@ __all__ = [
     "DEFOCUS_LEVELS_UM",
     "FitResult",
     "Optics",
+    "Restoration",
+    "TiffImage",
     "__version__",
     "add_camera_noise",
     "bg_mask",
@@ -47,14 +52,20 @@ __all__ = [
     "montage",
     "patch_grid",
     "phantom",
+    "predict_levels",
     "psf_stack",
+    "psnr",
+    "read_tiff",
     "rectangular_weights",
+    "restore",
     "richardson_lucy",
     "seam_score",
     "select_focal_plane",
     "sharded_map",
     "split_fields",
+    "ssim",
     "synth_batch",
     "tile_fields",
     "triangular_weights",
+    "write_tiff",
 ]

@@ -139,3 +139,77 @@ def patchwise_ref(image, levels, psfs, patch, stride, context, num_iter, weights
             den[r:r + patch, c:c + patch] += wts
             i += 1
     return num / den
+
+
+# --- End-to-end restore (pipeline.py) -------------------------------------------------------
+
+
+def restore_ref(image, labels, psfs, patch, stride, context, num_iter, pad_mode, passthrough):
+    """Float64 patch-wise RL + triangular montage by loops, with `pad_mode` ('constant' or
+    'reflect', NumPy's meaning) beyond the image; labels in `passthrough` keep their pixels;
+    `psfs` indexed by label, or a (n, k, k) stack of per-patch kernels when len(psfs) == n."""
+    image = np.asarray(image, np.float64)
+    h, w = image.shape
+
+    def starts(n):
+        s = list(range(0, n - patch + 1, stride))
+        return s + [n - patch] if s[-1] + patch < n else s
+
+    half = patch / 2
+    t = 1 - np.abs(np.arange(patch) + 0.5 - half) / half
+    wts = np.outer(t, t)
+    padded = np.pad(image, context, mode=pad_mode)
+    num = np.zeros_like(image)
+    den = np.zeros_like(image)
+    grid = [(r, c) for r in starts(h) for c in starts(w)]
+    per_patch = len(psfs) == len(grid) and len(grid) != 11
+    for i, (r, c) in enumerate(grid):
+        win = padded[r:r + patch + 2 * context, c:c + patch + 2 * context]
+        if labels[i] not in passthrough:
+            win = rl_ref(win, psfs[i] if per_patch else psfs[labels[i]], num_iter)
+        num[r:r + patch, c:c + patch] += wts * win[context:context + patch,
+                                                   context:context + patch]
+        den[r:r + patch, c:c + patch] += wts
+    return num / den
+
+
+# --------------------------------------------------------------------------- DelpNet metrics oracles
+
+def classification_metrics_ref(y_true, y_pred, num_classes):
+    """Loop-based float64 confusion matrix, accuracy and macro P/R/F1 (scikit-learn conventions:
+    macro over classes present in y_true, zero_division=0)."""
+    import numpy as np
+
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    for t, p in zip(y_true, y_pred):
+        cm[int(t), int(p)] += 1
+    ps, rs, fs = [], [], []
+    for c in range(num_classes):
+        tp = cm[c, c]
+        support = cm[c, :].sum()
+        if support == 0:
+            continue
+        pred = cm[:, c].sum()
+        prec = tp / pred if pred else 0.0
+        rec = tp / support
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        ps.append(prec)
+        rs.append(rec)
+        fs.append(f1)
+    acc = float(np.trace(cm)) / max(len(y_true), 1)
+    return cm, acc, float(np.mean(ps)), float(np.mean(rs)), float(np.mean(fs))
+
+
+def top_k_ref(y_true, scores):
+    """Top-k accuracy for k = 1..C by sorting each row (ties resolved in favour of the truth)."""
+    import numpy as np
+
+    scores = np.asarray(scores, np.float64)
+    out = []
+    for k in range(1, scores.shape[1] + 1):
+        hits = 0
+        for t, row in zip(y_true, scores):
+            higher = sum(1 for v in row if v > row[int(t)])
+            hits += higher < k
+        out.append(hits / len(y_true))
+    return out

@@ -1,0 +1,171 @@
+"""restore(): modes against float64 loop oracles, pass-through, chunking, compile-once, stacks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lbdvd_jax import pipeline
+from lbdvd_jax.model import DelpNet
+from lbdvd_jax.optics import Optics
+from lbdvd_jax.patches import depth_variant_deconvolve, patch_grid
+from lbdvd_jax.pipeline import level_map_pixels, predict_levels, restore, restore_timed
+from lbdvd_jax.psf import psf_stack
+from reference import restore_ref
+
+SHAPE = (130, 170)  # 3 x 4 patches at stride 42, flush last row/column
+FAST = dict(context=6, num_iter=4, psf_size=11)
+
+
+def _image(rng, shape=SHAPE):
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    blobs = sum(800 * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / 30.0)
+                for cy, cx in rng.uniform(0, 1, (12, 2)) * shape)
+    return 100.0 + blobs + rng.uniform(0, 5, shape)
+
+
+def _psfs(dtype=np.float32):
+    return np.asarray(psf_stack(Optics(), size=11), dtype)
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
+def test_oracle_matches_float64_loop_reference(rng, x64, pad_mode):
+    img = _image(rng)
+    n = len(patch_grid(SHAPE))
+    labels = rng.integers(0, 12, n)
+    got = restore(img, mode="oracle", levels=labels.reshape(3, 4), pad_mode=pad_mode, **FAST)
+    want = restore_ref(img, labels, _psfs(np.float64), 84, 42, 6, 4, pad_mode, (0, 11))
+    assert got.image.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(got.image), want, rtol=1e-9)
+    np.testing.assert_array_equal(np.asarray(got.levels).ravel(), labels)
+    np.testing.assert_array_equal(np.asarray(got.probs).argmax(-1).ravel(), labels)
+
+
+def test_float32_and_equals_patches_engine(rng):
+    img = _image(rng).astype(np.float32)
+    labels = rng.integers(0, 12, 12).astype(np.int32)
+    got = restore(img, mode="oracle", levels=labels, pad_mode="constant", chunk_size=5, **FAST)
+    want = depth_variant_deconvolve(img, labels, _psfs(), context=6, num_iter=4)
+    assert got.image.dtype == jnp.float32
+    np.testing.assert_allclose(got.image, want, rtol=2e-5, atol=1e-2)
+
+
+def test_di_uses_in_focus_psf_everywhere(rng, x64):
+    img = _image(rng)
+    got = restore(img, mode="di", **FAST)
+    want = restore_ref(img, np.ones(12, int), np.repeat(_psfs(np.float64)[:1], 2, 0), 84, 42,
+                       6, 4, "reflect", ())
+    np.testing.assert_allclose(np.asarray(got.image), want, rtol=1e-9)
+    assert np.all(np.asarray(got.levels) == 0)
+
+
+def test_passthrough_returns_image_and_chunking_invariant(rng):
+    img = _image(rng).astype(np.float32)
+    same = restore(img, mode="oracle", levels=np.full((3, 4), 11), **FAST)
+    np.testing.assert_allclose(same.image, img, rtol=1e-6)
+    labels = rng.integers(0, 12, (3, 4))
+    a = restore(img, mode="oracle", levels=labels, chunk_size=1, **FAST).image
+    b = restore(img, mode="oracle", levels=labels, chunk_size=64, **FAST).image
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3)
+
+
+def test_per_pixel_level_map_is_sampled_at_patch_centres(rng):
+    img = _image(rng).astype(np.float32)
+    labels = rng.integers(0, 12, (3, 4))
+    pixels = level_map_pixels(labels, SHAPE)
+    assert pixels.shape == SHAPE
+    a = restore(img, mode="oracle", levels=pixels, **FAST)
+    np.testing.assert_array_equal(a.levels, labels)
+
+
+def _fake_classifier(labels, probs):
+    def classify(model, patches):
+        n = patches.shape[0]
+        return jnp.asarray(labels[:n]), jnp.asarray(probs[:n])
+    return classify
+
+
+def test_soft_with_one_hot_probabilities_equals_dv(rng, monkeypatch):
+    img = _image(rng).astype(np.float32)
+    labels = rng.integers(1, 12, 12).astype(np.int32)  # no level 0: soft deconvolves it
+    probs = np.eye(12, dtype=np.float32)[labels]
+    monkeypatch.setattr(pipeline, "_classify", _fake_classifier(labels, probs))
+    dv = restore(img, model=object(), mode="dv", **FAST)
+    soft = restore(img, model=object(), mode="soft", **FAST)
+    oracle = restore(img, mode="oracle", levels=labels, **FAST)
+    np.testing.assert_allclose(dv.image, oracle.image, rtol=1e-6)
+    np.testing.assert_allclose(soft.image, dv.image, rtol=1e-5, atol=1e-3)
+    mixed = probs * 0.5 + 0.5 * np.eye(12, dtype=np.float32)[np.clip(labels - 1, 1, 10)]
+    monkeypatch.setattr(pipeline, "_classify", _fake_classifier(labels, mixed))
+    soft2 = restore(img, model=object(), mode="soft", **FAST)
+    assert not np.allclose(soft2.image, soft.image)
+
+
+def test_compiles_once_per_shape_and_stacks(rng):
+    img = _image(rng).astype(np.float32)
+    core = pipeline._deconvolve_core
+    restore(img, mode="oracle", levels=rng.integers(0, 12, 12), **FAST)
+    size = core._cache_size()
+    for _ in range(2):  # other level maps, other numbers of active patches, other modes
+        restore(img + 1, mode="oracle", levels=rng.integers(0, 12, 12), **FAST)
+    restore(img, mode="di", **FAST)
+    assert core._cache_size() == size
+    stack = np.stack([img, img[::-1]])
+    labels = rng.integers(0, 12, (2, 3, 4))
+    both = restore(stack, mode="oracle", levels=labels, **FAST)
+    assert both.image.shape == stack.shape and both.levels.shape == (2, 3, 4)
+    one = restore(stack[1], mode="oracle", levels=labels[1], **FAST)
+    np.testing.assert_allclose(both.image[1], one.image, rtol=1e-6)
+    assert core._cache_size() == size
+
+
+def test_dv_with_a_fresh_delpnet_and_timings(rng):
+    model = DelpNet(rngs=nnx.Rngs(0))
+    model.eval()
+    img = _image(rng, (84, 130)).astype(np.float32)
+    labels, probs, origins = predict_levels(img, model=model)
+    assert labels.shape == (3,) and probs.shape == (3, 12) and origins.shape == (3, 2)
+    np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, rtol=1e-5)
+    res, t = restore_timed(img.astype(np.uint16), model=model, **FAST)
+    assert res.levels.shape == (1, 3) and res.probs.shape == (1, 3, 12)
+    np.testing.assert_array_equal(res.levels.ravel(), labels)
+    assert set(t) == {"classify", "deconvolve", "total"}
+
+
+def test_chunked_classification_keeps_order(rng, monkeypatch):
+    def classify(model, patches):
+        lab = (jnp.mean(patches, axis=(1, 2)) // 7).astype(jnp.int32) % 12
+        return lab, jax.nn.one_hot(lab, 12)
+    monkeypatch.setattr(pipeline, "_classify", classify)
+    img = _image(rng).astype(np.float32)
+    a = predict_levels(img, model=None, chunk_size=5)[0]
+    b = predict_levels(img, model=None, chunk_size=100)[0]
+    np.testing.assert_array_equal(a, b)
+    assert len(set(np.asarray(a).tolist())) > 1
+
+
+def test_bad_input(rng):
+    img = _image(rng).astype(np.float32)
+    with pytest.raises(ValueError, match="mode: got 'fast'"):
+        restore(img, mode="fast")
+    with pytest.raises(ValueError, match="model: mode 'dv' needs a DelpNet"):
+        restore(img)
+    with pytest.raises(ValueError, match="levels: mode 'oracle' needs"):
+        restore(img, mode="oracle")
+    with pytest.raises(ValueError, match="levels: got shape"):
+        restore(img, mode="oracle", levels=np.zeros((2, 2), int))
+    with pytest.raises(ValueError, match="levels: labels must be"):
+        restore(img, mode="oracle", levels=np.full((3, 4), 12))
+    bad = img.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        restore(bad, mode="di")
+    with pytest.raises(ValueError, match="negative"):
+        restore(img - 1000, mode="di")
+    with pytest.raises(ValueError, match="smaller than one"):
+        restore(img[:50], mode="di")
+    with pytest.raises(ValueError, match="image: expected"):
+        restore(img[None, None], mode="di")
+    with pytest.raises(ValueError, match="weights"):
+        restore(img, mode="di", weights="gaussian")
