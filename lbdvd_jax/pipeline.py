@@ -272,6 +272,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
         non-bg patch with the probability-weighted mixture of the 11 level PSFs.
       levels: 'oracle' only: per-patch labels (rows, cols) / (n,) (or (B, ...)), or a per-pixel
         map of the image's shape sampled at patch centres; 0..10, 11 = bg (keyword-only).
+        For a stack: (B, rows, cols) / (B, H, W) per image, or one 2-D map for all.
       stride: static grid step in px: 42 (triangular, paper) or 84 (rectangular).
       weights: 'triangular' (default), 'rectangular' or an (84, 84) array (keyword-only).
       context: static px of real neighbours around each patch (default 24 = the 20 µm PSF
@@ -307,7 +308,8 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
                         "supported by patches.montage, not by restore)")
     if image.ndim == 2:
         return Restoration(*_restore_one(image, levels=levels, **opts))
-    outs = [_restore_one(im, levels=None if levels is None else np.asarray(levels)[b], **opts)
+    per_image = levels is not None and np.ndim(levels) == 3
+    outs = [_restore_one(im, levels=np.asarray(levels)[b] if per_image else levels, **opts)
             for b, im in enumerate(image)]
     return Restoration(jnp.stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs]),
                        jnp.stack([o[2] for o in outs]), outs[0][3])

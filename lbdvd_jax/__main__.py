@@ -1,0 +1,8 @@
+"""`python -m lbdvd_jax` runs the `lbdvd` command."""
+
+import sys
+
+from lbdvd_jax.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""The `lbdvd` command: a thin layer over the library.
+
+    lbdvd restore IN... -o OUT [--mode dv|di|oracle|soft]   restore TIFF files or folders
+    lbdvd predict IN [-o MAP.tif]                           per-patch defocus levels
+    lbdvd psf [-o PSF.tif]                                  the 11 Eq. 2 level PSFs
+    lbdvd synth IN -o OUT --level L | --depth tilt          synthetic defocus + camera noise
+    lbdvd train ...                                         DelpNet training (lbdvd_jax.train)
+    lbdvd evaluate [-o fig8.json]                           the paper's Fig. 8 evaluation
+    lbdvd bench                                             end-to-end timing of a 696x520 image
+    lbdvd demo [-o ./lbdvd_output]                          the bundled real-data demo
+    lbdvd --version
+
+User mistakes (missing file, unsupported dtype, bad option, unwritable or existing output) print
+one line `lbdvd: error: ...` on stderr and exit with status 2; nothing partial is written (all
+TIFFs are written atomically). Set LBDVD_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+import warnings
+
+import numpy as np
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+MODES = ("dv", "di", "oracle", "soft")
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its files, reported as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+class Progress:
+    """A minimal stderr progress bar (silent when `enabled` is False or stderr is not a TTY)."""
+
+    def __init__(self, total: int, label: str, *, enabled: bool = True):
+        self.total, self.label, self.done = max(int(total), 1), label, 0
+        self.enabled = enabled
+        self.start = time.perf_counter()
+
+    def update(self, n: int = 1, note: str = ""):
+        self.done += n
+        if not self.enabled:
+            return
+        frac = min(self.done / self.total, 1.0)
+        bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
+        sys.stderr.write(f"\r{self.label} [{bar}] {self.done}/{self.total} "
+                         f"{time.perf_counter() - self.start:5.1f}s {note}"[:110].ljust(110))
+        if self.done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _collect_inputs(paths: list[str]) -> list[pathlib.Path]:
+    files: list[pathlib.Path] = []
+    for p in map(pathlib.Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in TIFF_SUFFIXES)
+            if not found:
+                raise UsageError(f"IN: folder {str(p)!r} holds no .tif/.tiff files")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            raise UsageError(f"IN: {str(p)!r} does not exist; check the path")
+    return files
+
+
+def _output_paths(inputs, out: str, suffix: str) -> list[pathlib.Path]:
+    out_path = pathlib.Path(out)
+    if len(inputs) == 1 and out_path.suffix.lower() in TIFF_SUFFIXES:
+        return [out_path]
+    if out_path.exists() and not out_path.is_dir():
+        raise UsageError(f"-o: {out!r} is a file; give a folder for several inputs")
+    names = [p.stem + suffix + p.suffix for p in inputs]
+    if len(set(names)) != len(names):
+        raise UsageError("IN: two inputs have the same file name; restore them into separate "
+                         "output folders")
+    return [out_path / n for n in names]
+
+
+def _check_outputs(paths, inputs, overwrite: bool):
+    for p, src in zip(paths, inputs):
+        anc = p.parent
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            raise UsageError(f"-o: {str(anc)!r} is a file, not a folder; choose another output")
+        if p.resolve() == src.resolve():
+            raise UsageError(f"-o: output {str(p)!r} is the input itself; choose another folder")
+        if p.exists() and not overwrite:
+            raise UsageError(f"-o: {str(p)!r} exists; pass --overwrite or choose another output")
+        if p.parent.exists() and not os.access(p.parent, os.W_OK):
+            raise UsageError(f"-o: folder {str(p.parent)!r} is not writable")
+
+
+def _load_model(args):
+    from lbdvd_jax.demo import _load_model as load
+    return load(getattr(args, "model", None))[0]
+
+
+def _optics(args):
+    from lbdvd_jax.optics import Optics
+    kw = {}
+    for name in ("wavelength_um", "na", "n"):
+        if getattr(args, name, None) is not None:
+            kw[name] = getattr(args, name)
+    return Optics(**kw)
+
+
+def _add_optics(p):
+    p.add_argument("--wavelength-um", dest="wavelength_um", type=float, help="default 0.451")
+    p.add_argument("--na", type=float, help="numerical aperture, default 0.5")
+    p.add_argument("--n", type=float, help="immersion refractive index, default 1.0")
+    p.add_argument("--pixel-um", dest="pixel_um", type=float, default=0.65,
+                   help="pixel size when the TIFF holds none (default 0.65 µm)")
+
+
+def _planes(data):
+    return data.reshape((-1,) + data.shape[-2:])
+
+
+def cmd_restore(args) -> int:
+    from lbdvd_jax import io
+    from lbdvd_jax.pipeline import restore
+
+    if args.mode == "oracle" and args.levels is None:
+        raise UsageError("--mode oracle needs --levels LEVELS.tif (a per-patch or per-pixel "
+                         "level map, e.g. from `lbdvd predict`)")
+    inputs = _collect_inputs(args.inputs)
+    outputs = _output_paths(inputs, args.output, "")
+    _check_outputs(outputs, inputs, args.overwrite)
+    optics = _optics(args)
+    images = [io.read_tiff(p, default_pixel_um=args.pixel_um) for p in inputs]
+    for p, img in zip(inputs, images):
+        io.check_pixel_size(img.pixel_um, optics.pixel_um, name=p.name)
+        if min(img.data.shape[-2:]) < 84:
+            raise UsageError(f"IN: {p.name} is {img.data.shape[-2:]}, smaller than one 84x84 "
+                             "patch; pad it or restore a larger field")
+    oracle = None
+    if args.levels is not None:
+        oracle = io.read_tiff(args.levels).data
+    model = _load_model(args) if args.mode in ("dv", "soft") else None
+    bar = Progress(sum(_planes(i.data).shape[0] for i in images), "restore",
+                   enabled=not args.quiet)
+    for src, img, dst in zip(inputs, images, outputs):
+        planes = _planes(img.data).astype(np.float32)
+        planes = planes[0] if planes.shape[0] == 1 else planes
+        result = restore(planes, model=model, optics=optics, mode=args.mode, levels=oracle,
+                         stride=args.stride, weights=args.weights, context=args.context,
+                         num_iter=args.iterations)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        io.write_tiff(dst, np.asarray(result.image).reshape(img.data.shape), like=img,
+                      overwrite=args.overwrite)
+        bar.update(1 if planes.ndim == 2 else planes.shape[0], note=src.name)
+    print(f"restored {len(inputs)} file(s) into {outputs[0].parent.resolve()}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from lbdvd_jax import io
+    from lbdvd_jax.pipeline import level_map_pixels, predict_levels
+
+    img = io.read_tiff(args.input, default_pixel_um=args.pixel_um)
+    optics = _optics(args)
+    io.check_pixel_size(img.pixel_um, optics.pixel_um, name=pathlib.Path(args.input).name)
+    out = pathlib.Path(args.output) if args.output else None
+    if out is not None and out.exists() and not args.overwrite:
+        raise UsageError(f"-o: {str(out)!r} exists; pass --overwrite or choose another output")
+    plane = _planes(img.data)[0].astype(np.float32)
+    labels, _, origins = predict_levels(plane, model=_load_model(args), stride=args.stride)
+    rows = len(np.unique(origins[:, 0]))
+    levels = np.asarray(labels).reshape(rows, -1)
+    counts = np.bincount(levels.ravel(), minlength=12)
+    fg = levels[levels < 11]
+    summary = {"file": str(args.input), "grid": list(levels.shape),
+               "patches": int(levels.size), "bg": int(counts[11]),
+               "level_counts": {str(k): int(c) for k, c in enumerate(counts[:11]) if c},
+               "median_level": float(np.median(fg)) if fg.size else None,
+               "median_defocus_um": float(2 * np.median(fg)) if fg.size else None}
+    print(json.dumps(summary))
+    if out is not None:
+        pix = level_map_pixels(levels, plane.shape, stride=args.stride)
+        io.write_tiff(out, pix.astype(np.uint8), overwrite=args.overwrite)
+        print(f"level map (0..10, 11 = bg) written to {out.resolve()}")
+    return 0
+
+
+def cmd_psf(args) -> int:
+    from lbdvd_jax import io
+    from lbdvd_jax.psf import DEFOCUS_LEVELS_UM, psf_stack
+
+    out = pathlib.Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"-o: {str(out)!r} exists; pass --overwrite or choose another output")
+    optics = _optics(args).replace(pixel_um=args.pixel_um)
+    z = DEFOCUS_LEVELS_UM if args.z_um is None else tuple(args.z_um)
+    stack = np.asarray(psf_stack(optics, z, size=args.size), np.float32)
+    io.write_tiff(out, stack, pixel_um=args.pixel_um, overwrite=args.overwrite)
+    peaks = ", ".join(f"{zz:g}µm:{p:.3f}" for zz, p in zip(z, stack.max(axis=(1, 2))))
+    print(f"PSF stack {stack.shape} (peak value per z: {peaks}) written to {out.resolve()}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from lbdvd_jax import io
+    from lbdvd_jax.demo import synthesize_defocus
+
+    img = io.read_tiff(args.input, default_pixel_um=args.pixel_um)
+    out = pathlib.Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"-o: {str(out)!r} exists; pass --overwrite or choose another output")
+    if args.level is None and args.depth is None:
+        raise UsageError("synth: give --level L (0..10) or --depth tilt")
+    if args.level is not None and not 0 <= args.level <= 10:
+        raise UsageError(f"--level: expected 0..10, got {args.level}")
+    plane = _planes(img.data)[0].astype(np.float32)
+    blurred, depth = synthesize_defocus(plane, optics=_optics(args), level=args.level,
+                                        seed=args.seed, noise=not args.no_noise)
+    like = img if img.data.ndim == 2 else img._replace(data=_planes(img.data)[0], axes="YX",
+                                                       metadata={})
+    io.write_tiff(out, blurred, like=like, overwrite=args.overwrite)
+    print(f"synthetic defocus (depth {float(depth.min()):.1f}-{float(depth.max()):.1f} µm) "
+          f"written to {out.resolve()}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from lbdvd_jax import train
+    entry = getattr(train, "main", None)
+    if entry is None:
+        raise UsageError("lbdvd_jax.train has no command-line entry point in this version")
+    return int(entry(args.rest) or 0)
+
+
+def cmd_evaluate(args) -> int:
+    from lbdvd_jax.evaluation import fig8_evaluation, format_fig8
+    out = pathlib.Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"-o: {str(out)!r} exists; pass --overwrite or choose another output")
+    result = fig8_evaluation(model=_load_model(args), per_level=args.per_level, seed=args.seed,
+                             num_iter=args.iterations, blind=not args.no_blind)
+    text = json.dumps(result, indent=1)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    print(format_fig8(result))
+    print(f"per-level results written to {out.resolve()}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from lbdvd_jax.evaluation import time_restore
+    print(json.dumps(time_restore(model=_load_model(args), repeats=args.repeats)))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from lbdvd_jax.demo import run_demo
+    return run_demo(args.output, overwrite=args.overwrite, model_path=args.model,
+                    figure=not args.no_figure)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lbdvd_jax import __version__
+
+    parser = _Parser(prog="lbdvd", description="Learning-based depth-variant deconvolution "
+                     "(He et al. 2020) of out-of-focus fluorescence microscopy images.")
+    parser.add_argument("--version", action="version", version=f"lbdvd-jax {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    def common(p, model=True):
+        if model:
+            p.add_argument("--model", help="DelpNet weights (default: the shipped weights)")
+        p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        return p
+
+    p = common(sub.add_parser("restore", help="restore TIFF files or folders"))
+    p.add_argument("inputs", nargs="+", metavar="IN", help="TIFF files or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder (or .tif for one input)")
+    p.add_argument("--mode", choices=MODES, default="dv")
+    p.add_argument("--levels", help="level map TIFF for --mode oracle (per patch or per pixel)")
+    p.add_argument("--stride", type=int, default=42)
+    p.add_argument("--weights", choices=("triangular", "rectangular"), default="triangular")
+    p.add_argument("--context", type=int, default=None, help="context pixels around patches")
+    p.add_argument("--iterations", type=int, default=15)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_optics(p)
+    p.set_defaults(func=cmd_restore)
+
+    p = common(sub.add_parser("predict", help="per-patch defocus levels of one image"))
+    p.add_argument("input", metavar="IN")
+    p.add_argument("-o", "--output", help="write the level map TIFF here (uint8, 11 = bg)")
+    p.add_argument("--stride", type=int, default=42)
+    _add_optics(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = common(sub.add_parser("psf", help="write the Eq. 2 PSF stack"), model=False)
+    p.add_argument("-o", "--output", default="psf_stack.tif")
+    p.add_argument("--z-um", dest="z_um", type=float, nargs="+", help="default 0 2 ... 20")
+    p.add_argument("--size", type=int, default=49)
+    _add_optics(p)
+    p.set_defaults(func=cmd_psf)
+
+    p = common(sub.add_parser("synth", help="synthetic defocus of an in-focus image"),
+               model=False)
+    p.add_argument("input", metavar="IN")
+    p.add_argument("-o", "--output", required=True)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--level", type=int, help="one defocus level 0..10 everywhere")
+    g.add_argument("--depth", choices=("tilt",), help="tilted + undulating depth map")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-noise", action="store_true")
+    _add_optics(p)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train DelpNet (arguments go to lbdvd_jax.train)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_train)
+
+    p = common(sub.add_parser("evaluate", help="Fig. 8: PSNR/SSIM per defocus level"))
+    p.add_argument("-o", "--output", default="fig8.json")
+    p.add_argument("--per-level", type=int, default=45)
+    p.add_argument("--iterations", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-blind", action="store_true", help="skip blind RL (slow)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = common(sub.add_parser("bench", help="time restore() on a 696x520 image"))
+    p.add_argument("--repeats", type=int, default=5)
+    p.set_defaults(func=cmd_bench)
+
+    p = common(sub.add_parser("demo", help="restore the bundled real images"))
+    p.add_argument("-o", "--output", default="lbdvd_output")
+    p.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the `lbdvd` command; returns the exit status (0 ok, 2 user error)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = bool(os.environ.get("LBDVD_DEBUG"))
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(f"lbdvd: warning: {message}\n")
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if args.command is None:
+                parser.print_help()
+                return 2
+            return int(args.func(args) or 0)
+    except SystemExit as stop:  # --help, --version
+        return int(stop.code or 0) if isinstance(stop.code, int) else 0
+    except KeyboardInterrupt:
+        sys.stderr.write("lbdvd: interrupted\n")
+        return 130
+    except (UsageError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+            NotADirectoryError, ValueError, TypeError) as err:
+        if debug:
+            raise
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        sys.stderr.write(f"lbdvd: error: {msg}\n")
+        return 2

@@ -1,0 +1,135 @@
+"""The `lbdvd` command: thin over the library; user mistakes -> one line, exit 2, no partial file."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from lbdvd_jax import __version__
+from lbdvd_jax import pipeline
+from lbdvd_jax.cli import main
+from lbdvd_jax.io import read_tiff
+
+
+def _err_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("lbdvd: error:")]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(err)
+    return errors[0]
+
+
+def _cells(rng, shape=(100, 130), dtype=np.uint16):
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    img = 100 + sum(600 * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / 40.0)
+                    for cy, cx in rng.uniform(0, 1, (8, 2)) * shape)
+    return img.astype(dtype)
+
+
+def test_version_and_help(capsys):
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    assert "restore" in capsys.readouterr().out
+
+
+def test_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "lbdvd_jax", "--version"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_restore_files_and_folders(tmp_path, rng, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "a.tif", _cells(rng), compression="lzw")
+    stack = np.stack([_cells(rng, dtype=np.float32), _cells(rng, dtype=np.float32)])
+    tifffile.imwrite(src / "b.tif", stack, imagej=True, resolution=(1 / 0.65, 1 / 0.65),
+                     metadata={"unit": "um", "axes": "ZYX"})
+    out = tmp_path / "out"
+    assert main(["restore", str(src), "-o", str(out), "--mode", "di", "--iterations", "3",
+                 "--context", "8", "-q"]) == 0
+    a, b = read_tiff(out / "a.tif"), read_tiff(out / "b.tif")
+    assert a.data.dtype == np.uint16 and a.data.shape == (100, 130)
+    assert b.data.dtype == np.float32 and b.data.shape == (2, 100, 130)
+    assert b.pixel_um == pytest.approx(0.65) and b.axes == "ZYX"
+    assert "restored 2 file(s)" in capsys.readouterr().out
+    # existing outputs are refused before any work, and kept intact
+    before = (out / "a.tif").read_bytes()
+    assert main(["restore", str(src / "a.tif"), "-o", str(out), "--mode", "di", "-q"]) == 2
+    assert "--overwrite" in _err_line(capsys)
+    assert (out / "a.tif").read_bytes() == before
+    # oracle with a per-pixel level map, into a single named file
+    levels = np.full((100, 130), 3, np.uint8)
+    tifffile.imwrite(tmp_path / "lev.tif", levels)
+    assert main(["restore", str(src / "a.tif"), "-o", str(tmp_path / "one.tif"), "--mode",
+                 "oracle", "--levels", str(tmp_path / "lev.tif"), "--iterations", "2", "-q"]) == 0
+    assert read_tiff(tmp_path / "one.tif").data.shape == (100, 130)
+    assert sorted(os.listdir(out)) == ["a.tif", "b.tif"]  # no temporary files left
+
+
+def test_predict_and_psf(tmp_path, rng, capsys, monkeypatch):
+    def classify(model, patches):
+        import jax
+        import jax.numpy as jnp
+        lab = jnp.full((patches.shape[0],), 4, jnp.int32)
+        return lab, jax.nn.one_hot(lab, 12)
+    monkeypatch.setattr(pipeline, "_classify", classify)
+    monkeypatch.setattr("lbdvd_jax.demo._load_model", lambda path: (None, "fake"))
+    tifffile.imwrite(tmp_path / "a.tif", _cells(rng))
+    assert main(["predict", str(tmp_path / "a.tif"), "-o", str(tmp_path / "map.tif")]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.splitlines()[0])
+    assert summary["level_counts"] == {"4": 6} and summary["median_defocus_um"] == 8.0
+    assert read_tiff(tmp_path / "map.tif").data.max() == 4
+    assert main(["psf", "-o", str(tmp_path / "psf.tif"), "--z-um", "0", "10", "--size", "25"]) == 0
+    psf = read_tiff(tmp_path / "psf.tif").data
+    assert psf.shape == (2, 25, 25) and abs(psf[1].sum() - 1) < 1e-4
+
+
+def test_synth(tmp_path, rng):
+    tifffile.imwrite(tmp_path / "a.tif", _cells(rng))
+    assert main(["synth", str(tmp_path / "a.tif"), "-o", str(tmp_path / "s.tif"),
+                 "--level", "5"]) == 0
+    s = read_tiff(tmp_path / "s.tif").data
+    assert s.dtype == np.uint16 and s.max() < _cells(np.random.default_rng(0)).max() + 50
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["restore", "MISSING.tif", "-o", "OUT"], "does not exist"),
+    (["restore", "IN.tif", "-o", "OUT", "--mode", "fast"], "invalid choice"),
+    (["restore", "IN.tif", "-o", "OUT", "--mode", "oracle"], "needs --levels"),
+    (["restore", "BAD.tif", "-o", "OUT", "--mode", "di"], "not a readable TIFF"),
+    (["restore", "INT32.tif", "-o", "OUT", "--mode", "di"], "uint8, uint16 or float32"),
+    (["restore", "IN.tif", "-o", "IN.tif", "--mode", "di"], "is the input itself"),
+    (["restore", "IN.tif", "-o", "AFILE/x.tif", "--mode", "di"], "not a folder"),
+    (["restore", "IN.tif", "-o", "AFILE/sub/x.tif", "--mode", "di"], "not a folder"),
+    (["restore", "SMALL.tif", "-o", "OUT", "--mode", "di"], "smaller than one"),
+    (["restore", "IN.tif", "-o", "OUT", "--stride", "0", "--mode", "di"], "stride"),
+    (["synth", "IN.tif", "-o", "S.tif", "--level", "12"], "--level"),
+    (["bogus"], "invalid choice"),
+    (["restore", "IN.tif"], "required"),
+])
+def test_user_mistakes_one_line_and_no_partial_file(tmp_path, rng, capsys, monkeypatch, argv,
+                                                    match):
+    monkeypatch.chdir(tmp_path)
+    tifffile.imwrite("IN.tif", _cells(rng))
+    tifffile.imwrite("SMALL.tif", _cells(rng, (40, 50)))
+    tifffile.imwrite("INT32.tif", _cells(rng).astype(np.int32))
+    (tmp_path / "BAD.tif").write_bytes(b"II*\x00 not really a tiff")
+    (tmp_path / "AFILE").write_text("x")
+    listing = sorted(os.listdir(tmp_path))
+    assert main(argv) == 2
+    import re
+    assert re.search(match, _err_line(capsys))
+    assert sorted(os.listdir(tmp_path)) == listing  # nothing written, not even a folder
+
+
+def test_demo_refuses_existing_outputs(tmp_path, capsys):
+    (tmp_path / "real_z00_dv.tif").write_bytes(b"keep")
+    assert main(["demo", "-o", str(tmp_path)]) == 2
+    assert "--overwrite" in _err_line(capsys)
+    assert (tmp_path / "real_z00_dv.tif").read_bytes() == b"keep"
