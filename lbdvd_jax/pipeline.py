@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.data import BG_LABEL, COUNT_SCALE
+from lbdvd_jax.data import BG_LABEL
 from lbdvd_jax.deconv import richardson_lucy
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import (DEFAULT_CONTEXT, patch_grid, rectangular_weights,
@@ -57,28 +57,9 @@ class Restoration(NamedTuple):
 
 def _classify(model, patches):
     """DelpNet labels and probabilities of raw-count patches (n, 84, 84)."""
-    try:
-        from lbdvd_jax.model import classify_patches
-    except ImportError:
-        classify_patches = None
-    if classify_patches is not None:
-        labels, probs = classify_patches(model, patches)
-        return jnp.asarray(labels, jnp.int32), jnp.asarray(probs)
-    logits = _logits(model, jnp.asarray(patches, jnp.float32) / COUNT_SCALE)
-    probs = jax.nn.softmax(logits, axis=-1)
-    return jnp.argmax(probs, axis=-1).astype(jnp.int32), probs
-
-
-@jax.jit
-def _logits_jit(graphdef, state, x):
-    from flax import nnx
-    return nnx.merge(graphdef, state)(x[..., None])
-
-
-def _logits(model, x):
-    from flax import nnx
-    graphdef, state = nnx.split(model)
-    return _logits_jit(graphdef, state, x)
+    from lbdvd_jax.model import classify_patches
+    labels, probs = classify_patches(model, patches)
+    return jnp.asarray(labels, jnp.int32), jnp.asarray(probs)
 
 
 def _grid_shape(origins):
