@@ -10,6 +10,7 @@ at random positions (patches that the paper's bg rule marks as bg are skipped), 
 - ``input``: the noisy defocused patch,
 - ``dv``: DelpNet's predicted level (bg and level 0 pass through, as in the paper),
 - ``dv_oracle``: the true level (level 0 passes through),
+- ``dv_soft``: the probability-weighted mixture of the 11 level PSFs (bg passes through),
 - ``di``: the level-0 (in-focus) PSF everywhere,
 - ``blind``: blind Richardson-Lucy from a mid-range starting PSF (like Matlab's deconvblind).
 
@@ -34,7 +35,7 @@ from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import psf_stack
 from lbdvd_jax.quality import psnr, ssim
 
-METHODS = ("input", "dv", "dv_oracle", "di", "blind")
+METHODS = ("input", "dv", "dv_oracle", "dv_soft", "di", "blind")
 PATCH = 84
 SHARED_INFOCUS = pathlib.Path(__file__).resolve().parents[2] / "shared/data/real/bbbc006/infocus"
 
@@ -162,7 +163,7 @@ def fig8_evaluation(*, model, fields=None, optics=Optics(), per_level: int = 45,
     true = np.repeat(np.arange(levels), n)
     c = context
     inp = flat[:, c:c + PATCH, c:c + PATCH]
-    labels, _ = classify_patches(model, inp)
+    labels, probs = classify_patches(model, inp)
     labels = np.asarray(labels)
     rl = functools.partial(_rl_windows, num_iter=num_iter, context=context)
     dv_lev = np.where((labels == BG_LABEL) | (labels == 0), 0, labels)
@@ -170,6 +171,10 @@ def fig8_evaluation(*, model, fields=None, optics=Optics(), per_level: int = 45,
     restored["dv"] = jnp.where(((labels == BG_LABEL) | (labels == 0))[:, None, None],
                                inp, rl(flat, psfs[dv_lev]))
     restored["dv_oracle"] = jnp.where((true == 0)[:, None, None], inp, rl(flat, psfs[true]))
+    p = jnp.asarray(probs)[:, :levels]
+    p = p / jnp.maximum(p.sum(axis=1, keepdims=True), 1e-30)
+    restored["dv_soft"] = jnp.where((labels == BG_LABEL)[:, None, None], inp,
+                                    rl(flat, jnp.einsum("nl,lij->nij", p, psfs)))
     restored["di"] = rl(flat, jnp.broadcast_to(psfs[0], (flat.shape[0],) + psfs.shape[1:]))
     if blind:
         restored["blind"] = _blind_windows(flat, psfs[blind_start_level], num_iter=num_iter,

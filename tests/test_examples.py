@@ -31,7 +31,7 @@ def test_fig8(tmp_path, monkeypatch):
          monkeypatch)
     res = json.loads(out.read_text())
     assert len(res["levels"]) == 11 and res["levels"][3]["n"] == 2
-    assert set(res["methods"]) == {"input", "dv", "dv_oracle", "di", "blind"}
+    assert set(res["methods"]) == {"input", "dv", "dv_oracle", "dv_soft", "di", "blind"}
     gain = res["levels"][0]["dv_oracle"]["psnr_gain"]["mean"]
     assert gain == 0.0  # level 0 passes through
 

@@ -1,0 +1,130 @@
+"""End-to-end restore(): DelpNet levels + depth-variant RL + triangular montage, per stage.
+
+    python benchmarks/bench_restore.py [--quick] [--repeats 5] [--mode dv]
+
+696x520 (a BBBC006 field defocused with the demo's tilted depth map): compile (first call)
+apart, then the median of `repeats` steady runs, split into classification (patch gather +
+DelpNet) and deconvolution (chunked RL + montage; the montage/gather share is measured with
+0 RL iterations). Larger images (2048^2, and 8192^2 without --quick) run in fresh processes so
+that their peak resident memory (ru_maxrss, which sees XLA's buffers; tracemalloc does not) is
+their own. Quality attached: PSNR against the in-focus field. Last line: one JSON object with
+key `seconds_696x520`. The CPU is shared: os.getloadavg() is recorded before and after.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import emit, environment  # noqa: E402
+
+
+def _model():
+    from lbdvd_jax.demo import _load_model
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _load_model(None)
+
+
+def _image(shape):
+    from lbdvd_jax.demo import bundled_path, synthesize_defocus
+    from lbdvd_jax.io import read_tiff
+    focus = read_tiff(bundled_path("a01_infocus.tif")).data.astype(np.float32)
+    img, _ = synthesize_defocus(focus, seed=1)
+    if tuple(shape) != img.shape:
+        reps = (-(-shape[0] // img.shape[0]), -(-shape[1] // img.shape[1]))
+        tiles = [[img[:, ::(-1) ** j][::(-1) ** i] for j in range(reps[1])] for i in range(reps[0])]
+        img = np.block(tiles)[:shape[0], :shape[1]]
+        focus = None
+    return np.ascontiguousarray(img), focus
+
+
+def one_size(side, mode):
+    """Fresh process: compile + run, then a steady run, and peak RSS."""
+    from lbdvd_jax.pipeline import restore_timed
+    model, source = _model()
+    img, _ = _image((side, side))
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    _, first = restore_timed(img, model=model, mode=mode)
+    res, steady = restore_timed(img, model=model, mode=mode)
+    return {"side": side, "pixels": side * side, "patches": int(np.asarray(res.levels).size),
+            "first_call_s": round(first["total"], 2), "steady_s": round(steady["total"], 2),
+            "stages_s": {k: round(v, 2) for k, v in steady.items()},
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "rss_before_mb": round(rss0, 1), "model": source}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="skip 8192^2 and use 3 repeats")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--mode", default="dv", choices=("dv", "di", "oracle", "soft"))
+    p.add_argument("--sizes", type=int, nargs="*", default=None)
+    p.add_argument("--_size", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args._size:
+        print(json.dumps(one_size(args._size, args.mode)))
+        return
+    import jax
+    from lbdvd_jax.pipeline import restore_timed
+    from lbdvd_jax.quality import psnr
+    result = environment()
+    model, source = _model()
+    img, focus = _image((520, 696))
+    repeats = 3 if args.quick else args.repeats
+    _, first = restore_timed(img, model=model, mode=args.mode)
+    runs = [restore_timed(img, model=model, mode=args.mode) for _ in range(repeats)]
+    res = runs[-1][0]
+    steady = {k: float(np.median([r[1][k] for r in runs])) for k in runs[0][1]}
+    _, gather = restore_timed(img, model=model, mode=args.mode, num_iter=0)  # compile
+    gather = float(np.median([restore_timed(img, model=model, mode=args.mode, num_iter=0)[1]
+                              ["deconvolve"] for _ in range(repeats)]))
+    levels = np.asarray(res.levels).ravel()
+    n_active = int(np.sum((levels != 0) & (levels != 11))) if args.mode != "di" else levels.size
+    result.update({
+        "mode": args.mode, "model": source, "repeats": repeats,
+        "seconds_696x520": round(steady["total"], 3),
+        "first_call_696x520_s": round(first["total"], 2),
+        "compile_696x520_s": round(first["total"] - steady["total"], 2),
+        "stages_696x520_s": {"classify": round(steady["classify"], 3),
+                             "rl": round(steady["deconvolve"] - gather, 3),
+                             "gather_montage": round(gather, 3)},
+        "spread_696x520_s": [round(min(r[1]["total"] for r in runs), 3),
+                             round(max(r[1]["total"] for r in runs), 3)],
+        "patches": int(levels.size), "patches_deconvolved": n_active,
+        "psnr_in_db": round(float(psnr(focus, img)), 2),
+        "psnr_out_db": round(float(psnr(focus, res.image)), 2),
+        "target_s": 1.0,
+    })
+    sizes = args.sizes if args.sizes is not None else ([2048] if args.quick else [2048, 8192])
+    large = []
+    for side in sizes:
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--_size", str(side), "--mode", args.mode],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            large.append({"side": side, "error": out.stderr.strip().splitlines()[-1:]})
+            continue
+        entry = json.loads(out.stdout.strip().splitlines()[-1])
+        entry["wall_s"] = round(time.perf_counter() - t0, 1)
+        large.append(entry)
+        print(json.dumps(entry), file=sys.stderr)
+    result["large"] = large
+    if large and all("steady_s" in e for e in large):
+        base = result["seconds_696x520"] / (520 * 696)
+        result["steady_s_per_mpx"] = {str(e["side"]): round(e["steady_s"] / e["pixels"] * 1e6, 3)
+                                      for e in large}
+        result["steady_s_per_mpx"]["696x520"] = round(base * 1e6, 3)
+    result["device_kind"] = jax.devices()[0].device_kind
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
