@@ -33,7 +33,11 @@ __all__ = [
     "sharded_map", "triangular_weights",
 ]
 
-DEFAULT_CONTEXT = 24  #: px of neighbours around each patch: the PSF radius at 20 um (see README)
+#: px of neighbours around each patch: the PSF radius at 20 um. Measured on the real BBBC006 a01
+#: field blurred at level 5 / 10, patch-wise vs whole-image RL (max error / image max):
+#: context 13 (the paper's 110-px window): 0.7 % / 3.3 %; 24: 0.10 % / 2.2 %; 32: 0.02 % / 1.2 %;
+#: 48: 0.001 % / 0.3 %, at FFT sizes 135 / 160 / 175 / 210 (time x1, x1.3, x1.7, x2.4).
+DEFAULT_CONTEXT = 24
 _PAD_MODES = ("constant", "reflect")
 
 
