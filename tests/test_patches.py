@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from lbdvd_jax import (
     depth_invariant_deconvolve, depth_variant_deconvolve, extract_patches, montage, patch_grid,
-    phantom, rectangular_weights, richardson_lucy, seam_score, sharded_map, triangular_weights,
+    rectangular_weights, richardson_lucy, seam_score, sharded_map, triangular_weights,
 )
 from tests.reference import patchwise_ref
 
@@ -25,14 +25,19 @@ def _psfs(dtype=np.float32):
     return np.stack([_gauss(9, s) for s in (0.5, 1.0, 1.5, 2.0)]).astype(dtype)
 
 
-_PHANTOM = []
-
-
 def _cells(shape, seed=0):
-    """A non-square crop of a nuclei phantom (counts, offset 100), generated once."""
-    if not _PHANTOM:
-        _PHANTOM.append(np.asarray(phantom(jax.random.key(0), size=256, kind="nuclei"), np.float64))
-    return np.roll(_PHANTOM[0], 37 * seed, axis=1)[:shape[0], :shape[1]]
+    """Nucleus-like blobs on a textured background (NumPy, cheap): a non-square test image."""
+    import scipy.ndimage
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    texture = scipy.ndimage.gaussian_filter(rng.standard_normal(shape), 2.0)
+    img = 150.0 + 40.0 * texture / texture.std()
+    for _ in range(shape[0] * shape[1] // 1500):
+        cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        r, a = rng.uniform(4, 10), rng.uniform(200, 2000)
+        img += a / (1 + np.exp((np.hypot(yy - cy, xx - cx) - r) / 1.2))
+    return img
 
 
 def test_grid_covers_with_flush_last_patch():
@@ -130,8 +135,10 @@ def test_approaches_whole_image_rl_with_enough_context():
 
 
 def test_triangular_montage_has_weaker_seams_than_rectangular():
-    img = _cells((168, 210), seed=3).astype(np.float32)
-    psfs = _psfs()
+    import scipy.ndimage
+
+    img = scipy.ndimage.gaussian_filter(_cells((168, 210), seed=3), 2.0).astype(np.float32)
+    psfs = np.stack([_gauss(15, s) for s in (0.5, 1.0, 2.0, 3.0)]).astype(np.float32)
     scores = {}
     for weights, stride in (("rectangular", 84), ("triangular", 42)):
         g = patch_grid(img.shape, stride=stride)
@@ -139,8 +146,8 @@ def test_triangular_montage_has_weaker_seams_than_rectangular():
         out = jax.jit(lambda x: depth_variant_deconvolve(x, levels, psfs, stride=stride,
                                                          weights=weights, context=13))(img)
         scores[weights] = seam_score(out, g)
-    print("seam scores:", scores)
-    assert scores["triangular"] < 1.2 < scores["rectangular"]
+    print("seam scores:", scores)  # measured: rectangular 1.30, triangular 1.01
+    assert scores["triangular"] < 1.1 and scores["rectangular"] > 1.2
 
 
 def test_sharded_map_single_device_is_identity():
