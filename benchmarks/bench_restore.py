@@ -25,6 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import emit, environment  # noqa: E402
 
 
+SHARD = [False]
+
+
 def _model():
     from lbdvd_jax.demo import _load_model
     import warnings
@@ -46,19 +49,20 @@ def _image(shape):
     return np.ascontiguousarray(img), focus
 
 
-def one_size(side, mode):
+def one_size(side, mode, num_iter=15):
     """Fresh process: compile + run, then a steady run, and peak RSS."""
     from lbdvd_jax.pipeline import restore_timed
     model, source = _model()
     img, _ = _image((side, side))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    _, first = restore_timed(img, model=model, mode=mode)
-    res, steady = restore_timed(img, model=model, mode=mode)
+    kw = dict(model=model, mode=mode, shard=SHARD[0], num_iter=num_iter)
+    _, first = restore_timed(img, **kw)
+    res, steady = restore_timed(img, **kw)
     return {"side": side, "pixels": side * side, "patches": int(np.asarray(res.levels).size),
             "first_call_s": round(first["total"], 2), "steady_s": round(steady["total"], 2),
             "stages_s": {k: round(v, 2) for k, v in steady.items()},
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "rss_before_mb": round(rss0, 1), "model": source}
+            "rss_before_mb": round(rss0, 1), "model": source, "num_iter": num_iter}
 
 
 def main():
@@ -67,10 +71,18 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--mode", default="dv", choices=("dv", "di", "oracle", "soft"))
     p.add_argument("--sizes", type=int, nargs="*", default=None)
+    p.add_argument("--shard", action="store_true",
+                   help="two XLA host devices, each chunk of patches split over them")
+    p.add_argument("--large-num-iter", type=int, default=15,
+                   help="RL iterations for the large sizes (fewer: a quick memory probe)")
     p.add_argument("--_size", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.shard:  # must happen before jax is imported
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   " --xla_force_host_platform_device_count=2").strip()
+    SHARD[0] = args.shard
     if args._size:
-        print(json.dumps(one_size(args._size, args.mode)))
+        print(json.dumps(one_size(args._size, args.mode, args.large_num_iter)))
         return
     import jax
     from lbdvd_jax.pipeline import restore_timed
@@ -79,17 +91,17 @@ def main():
     model, source = _model()
     img, focus = _image((520, 696))
     repeats = 3 if args.quick else args.repeats
-    _, first = restore_timed(img, model=model, mode=args.mode)
-    runs = [restore_timed(img, model=model, mode=args.mode) for _ in range(repeats)]
+    _, first = restore_timed(img, model=model, mode=args.mode, shard=SHARD[0])
+    runs = [restore_timed(img, model=model, mode=args.mode, shard=SHARD[0]) for _ in range(repeats)]
     res = runs[-1][0]
     steady = {k: float(np.median([r[1][k] for r in runs])) for k in runs[0][1]}
-    _, gather = restore_timed(img, model=model, mode=args.mode, num_iter=0)  # compile
-    gather = float(np.median([restore_timed(img, model=model, mode=args.mode, num_iter=0)[1]
+    _, gather = restore_timed(img, model=model, mode=args.mode, num_iter=0, shard=SHARD[0])  # compile
+    gather = float(np.median([restore_timed(img, model=model, mode=args.mode, num_iter=0, shard=SHARD[0])[1]
                               ["deconvolve"] for _ in range(repeats)]))
     levels = np.asarray(res.levels).ravel()
     n_active = int(np.sum((levels != 0) & (levels != 11))) if args.mode != "di" else levels.size
     result.update({
-        "mode": args.mode, "model": source, "repeats": repeats,
+        "mode": args.mode, "model": source, "repeats": repeats, "shard": args.shard,
         "seconds_696x520": round(steady["total"], 3),
         "first_call_696x520_s": round(first["total"], 2),
         "compile_696x520_s": round(first["total"] - steady["total"], 2),
@@ -107,7 +119,9 @@ def main():
     large = []
     for side in sizes:
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--_size", str(side), "--mode", args.mode],
+        out = subprocess.run([sys.executable, __file__, "--_size", str(side), "--mode", args.mode,
+                              "--large-num-iter", str(args.large_num_iter)]
+                             + (["--shard"] if args.shard else []),
                              capture_output=True, text=True)
         if out.returncode != 0:
             large.append({"side": side, "error": out.stderr.strip().splitlines()[-1:]})

@@ -30,8 +30,8 @@ def plot(result, path):
             if m == "input" and key == "psnr_gain":
                 continue
             mean = [e[m][key]["mean"] for e in result["levels"]]
-            lo = [e[m][key]["mean"] - e[m][key]["p25"] for e in result["levels"]]
-            hi = [e[m][key]["p75"] - e[m][key]["mean"] for e in result["levels"]]
+            lo = [max(0.0, e[m][key]["mean"] - e[m][key]["p25"]) for e in result["levels"]]
+            hi = [max(0.0, e[m][key]["p75"] - e[m][key]["mean"]) for e in result["levels"]]
             ax.errorbar(lev, mean, yerr=[lo, hi], marker="o", capsize=3, label=m)
     a.set(xlabel="defocus level (x 2 µm)", ylabel="PSNR improvement (dB)")
     b.set(xlabel="defocus level (x 2 µm)", ylabel="SSIM vs in-focus")

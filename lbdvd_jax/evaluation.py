@@ -106,10 +106,11 @@ def sample_windows(fields, noisy, *, per_level: int = 45, context: int = 24, see
 
 
 @functools.partial(jax.jit, static_argnames=("num_iter", "context"))
-def _rl_windows(windows, psfs, *, num_iter, context):
+def _rl_windows(windows, psfs, background=0.0, *, num_iter, context):
     from lbdvd_jax.deconv import richardson_lucy
+    windows = jnp.maximum(windows - background, 0)
     out = jax.vmap(lambda w, p: richardson_lucy(w, p, num_iter=num_iter))(windows, psfs)
-    return out[:, context:context + PATCH, context:context + PATCH]
+    return out[:, context:context + PATCH, context:context + PATCH] + background
 
 
 def _blind_windows(windows, psf0, *, num_iter, context):
@@ -129,7 +130,7 @@ def _stats(values):
 
 def fig8_evaluation(*, model, fields=None, optics=Optics(), per_level: int = 45,
                     context: int = 24, num_iter: int = 15, seed: int = 0, blind: bool = True,
-                    blind_start_level: int = 5):
+                    blind_start_level: int = 5, background="auto"):
     """PSNR improvement and SSIM per defocus level for the five methods (the paper's Fig. 8).
 
     Args:
@@ -142,6 +143,8 @@ def fig8_evaluation(*, model, fields=None, optics=Optics(), per_level: int = 45,
       seed: sampling and noise seed.
       blind: also run blind RL.
       blind_start_level: level whose PSF starts blind RL.
+      background: counts subtracted before RL and added back ('auto': 0.5th percentile of
+        each field), as in `restore`.
 
     Returns:
       A JSON-ready dict: per-level statistics (mean, 25th, 75th percentile) of the PSNR gain over
@@ -165,7 +168,12 @@ def fig8_evaluation(*, model, fields=None, optics=Optics(), per_level: int = 45,
     inp = flat[:, c:c + PATCH, c:c + PATCH]
     labels, probs = classify_patches(model, inp)
     labels = np.asarray(labels)
-    rl = functools.partial(_rl_windows, num_iter=num_iter, context=context)
+    if isinstance(background, str):
+        if background != "auto":
+            raise ValueError(f"background: got {background!r}, expected 'auto' or counts")
+        background = float(np.percentile(np.asarray(fields), 0.5))
+    rl = functools.partial(_rl_windows, background=jnp.float32(background), num_iter=num_iter,
+                           context=context)
     dv_lev = np.where((labels == BG_LABEL) | (labels == 0), 0, labels)
     restored = {"input": jnp.asarray(inp)}
     restored["dv"] = jnp.where(((labels == BG_LABEL) | (labels == 0))[:, None, None],
@@ -200,6 +208,7 @@ def fig8_evaluation(*, model, fields=None, optics=Optics(), per_level: int = 45,
                         "ssim16": _stats(s["ssim16"][sl])}
         per_level_out.append(entry)
     return {"protocol": "fig8", "fields": names, "per_level": per_level,
+            "background": background,
             "context": context, "num_iter": num_iter, "seed": seed,
             "methods": list(restored), "levels": per_level_out,
             "dv_accuracy": float(np.mean(labels == true)),

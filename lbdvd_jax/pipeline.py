@@ -110,8 +110,8 @@ def _weights_table(weights, patch, dtype):
 
 @functools.partial(jax.jit, static_argnames=("stride", "context", "weights", "num_iter",
                                              "chunk_size", "pad_mode", "shard"))
-def _deconvolve_core(image, kernels, active, *, stride, context, weights, num_iter, chunk_size,
-                     pad_mode, shard=False):
+def _deconvolve_core(image, kernels, active, background, *, stride, context, weights, num_iter,
+                     chunk_size, pad_mode, shard=False):
     """Chunked depth-variant RL + weighted montage; `active` patches first, the rest pass."""
     origins = patch_grid(image.shape, patch=PATCH, stride=stride)
     n, size, c = len(origins), PATCH + 2 * context, context
@@ -137,7 +137,9 @@ def _deconvolve_core(image, kernels, active, *, stride, context, weights, num_it
         o = org[idx]
         win = _gather(padded, o, patch=size)
         ker = kernels[idx]
-        out = jax.lax.cond(i * cs < n_active, lambda: rl(win, ker), lambda: win)
+        out = jax.lax.cond(i * cs < n_active,
+                           lambda: rl(jnp.maximum(win - background, 0), ker) + background,
+                           lambda: win)
         keep = act[idx][:, None, None]
         inner = jnp.where(keep, out, win)[:, c:c + PATCH, c:c + PATCH]
         ok = jax.lax.dynamic_slice_in_dim(valid, i * cs, cs)[:, None, None]
@@ -198,7 +200,7 @@ def _check(image, model, mode, levels, weights, stride):
 
 
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,
-                 chunk_size, pad_mode, shard, timings):
+                 chunk_size, pad_mode, shard, background, timings):
     t0 = time.perf_counter()
     origins = patch_grid(image.shape, patch=PATCH, stride=stride)
     n = len(origins)
@@ -225,7 +227,12 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
     else:
         kernels = psfs[jnp.clip(labels, 0, psfs.shape[0] - 1)]
         active = (labels != BG_LABEL) & (labels != 0)
-    out = _deconvolve_core(image, kernels, active, stride=stride, context=context,
+    if isinstance(background, str):
+        if background != "auto":
+            raise ValueError(f"background: got {background!r}, expected 'auto' or counts")
+        background = jnp.percentile(image, 0.5)
+    background = jnp.asarray(background, image.dtype)
+    out = _deconvolve_core(image, kernels, active, background, stride=stride, context=context,
                            weights=weights, num_iter=num_iter, chunk_size=chunk_size,
                            pad_mode=pad_mode, shard=shard)
     jax.block_until_ready(out)
@@ -242,7 +249,7 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
 def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None,
             stride: int = 42, weights="triangular", context: int | None = None,
             num_iter: int = 15, chunk_size: int = 128, psf_size: int = 49,
-            pad_mode: str = "reflect", shard: bool = False,
+            pad_mode: str = "reflect", shard: bool = False, background="auto",
             _timings: dict | None = None) -> Restoration:
     """Learning-based depth-variant deconvolution of a wide-field image (or a stack of them).
 
@@ -266,6 +273,10 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
       psf_size: static odd PSF size (49 holds 99 % of the 20 µm PSF).
       pad_mode: static, beyond the image: 'reflect' (default) or 'constant' (zeros, as the
         paper allows; with a camera offset of ~100 counts zeros cost 4-5 dB of PSNR, see README).
+      background: camera offset in counts subtracted from each window before RL (clipped at 0)
+        and added back after, so that the zero padding of RL's convolutions meets no step;
+        'auto' (default) uses the image's 0.5th percentile (+1 to +5 dB at levels 4-10 over 0,
+        the paper's RL on raw counts, whose window edges ring; see README).
       shard: static; split every chunk of patches over `jax.local_devices()` (on a CPU, start
         Python with XLA_FLAGS=--xla_force_host_platform_device_count=2 to use two cores).
 
@@ -289,6 +300,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
     opts = dict(model=model, psfs=psfs, mode=mode, stride=int(stride), context=context,
                 weights=weights if isinstance(weights, str) else weights, num_iter=int(num_iter),
                 chunk_size=int(chunk_size), pad_mode=pad_mode, shard=bool(shard),
+                background=background,
                 timings=_timings)
     if not isinstance(weights, str):
         raise TypeError("weights: pass 'triangular' or 'rectangular' (array weights are "

@@ -15,7 +15,7 @@ from lbdvd_jax.psf import psf_stack
 from reference import restore_ref
 
 SHAPE = (130, 170)  # 3 x 4 patches at stride 42, flush last row/column
-FAST = dict(context=6, num_iter=4, psf_size=11)
+FAST = dict(context=6, num_iter=4, psf_size=11, background=0.0)
 
 
 def _image(rng, shape=SHAPE):
@@ -49,6 +49,21 @@ def test_float32_and_equals_patches_engine(rng):
     want = depth_variant_deconvolve(img, labels, _psfs(), context=6, num_iter=4)
     assert got.image.dtype == jnp.float32
     np.testing.assert_allclose(got.image, want, rtol=2e-5, atol=1e-2)
+
+
+def test_background_is_subtracted_before_rl_and_added_back(rng, x64):
+    img = _image(rng)
+    labels = rng.integers(1, 11, 12)  # all deconvolved
+    fast = {**FAST, "background": 97.0}
+    got = restore(img, mode="oracle", levels=labels, **fast)
+    want = restore_ref(np.maximum(img - 97.0, 0), labels, _psfs(np.float64), 84, 42, 6, 4,
+                       "reflect", (0, 11)) + 97.0
+    np.testing.assert_allclose(np.asarray(got.image), want, rtol=1e-9)
+    auto = restore(img, mode="oracle", levels=labels, **{**FAST, "background": "auto"})
+    b = np.percentile(img, 0.5)
+    want = restore_ref(np.maximum(img - b, 0), labels, _psfs(np.float64), 84, 42, 6, 4,
+                       "reflect", (0, 11)) + b
+    np.testing.assert_allclose(np.asarray(auto.image), want, rtol=1e-9)
 
 
 def test_di_uses_in_focus_psf_everywhere(rng, x64):
