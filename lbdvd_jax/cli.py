@@ -137,6 +137,11 @@ def cmd_restore(args) -> int:
     if args.mode == "oracle" and args.levels is None:
         raise UsageError("--mode oracle needs --levels LEVELS.tif (a per-patch or per-pixel "
                          "level map, e.g. from `lbdvd predict`)")
+    try:
+        background = "auto" if args.background == "auto" else float(args.background)
+    except ValueError:
+        raise UsageError(f"--background: got {args.background!r}, expected 'auto' or a number "
+                         "of counts") from None
     inputs = _collect_inputs(args.inputs)
     outputs = _output_paths(inputs, args.output, "")
     _check_outputs(outputs, inputs, args.overwrite)
@@ -158,7 +163,7 @@ def cmd_restore(args) -> int:
         planes = planes[0] if planes.shape[0] == 1 else planes
         result = restore(planes, model=model, optics=optics, mode=args.mode, levels=oracle,
                          stride=args.stride, weights=args.weights, context=args.context,
-                         num_iter=args.iterations)
+                         num_iter=args.iterations, background=background)
         dst.parent.mkdir(parents=True, exist_ok=True)
         io.write_tiff(dst, np.asarray(result.image).reshape(img.data.shape), like=img,
                       overwrite=args.overwrite)
@@ -294,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=("triangular", "rectangular"), default="triangular")
     p.add_argument("--context", type=int, default=None, help="context pixels around patches")
     p.add_argument("--iterations", type=int, default=15)
+    p.add_argument("--background", default="auto",
+                   help="counts subtracted before RL and added back: 'auto' (0.5th percentile, "
+                        "default) or a number, e.g. 0 for the paper's RL on raw counts")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_optics(p)
     p.set_defaults(func=cmd_restore)

@@ -66,7 +66,8 @@ def test_restore_files_and_folders(tmp_path, rng, capsys):
     levels = np.full((100, 130), 3, np.uint8)
     tifffile.imwrite(tmp_path / "lev.tif", levels)
     assert main(["restore", str(src / "a.tif"), "-o", str(tmp_path / "one.tif"), "--mode",
-                 "oracle", "--levels", str(tmp_path / "lev.tif"), "--iterations", "2", "-q"]) == 0
+                 "oracle", "--levels", str(tmp_path / "lev.tif"), "--iterations", "2", "-q",
+                 "--background", "0"]) == 0
     assert read_tiff(tmp_path / "one.tif").data.shape == (100, 130)
     assert sorted(os.listdir(out)) == ["a.tif", "b.tif"]  # no temporary files left
 
@@ -110,6 +111,7 @@ def test_synth(tmp_path, rng):
     (["restore", "SMALL.tif", "-o", "OUT", "--mode", "di"], "smaller than one"),
     (["restore", "IN.tif", "-o", "OUT", "--stride", "0", "--mode", "di"], "stride"),
     (["synth", "IN.tif", "-o", "S.tif", "--level", "12"], "--level"),
+    (["restore", "IN.tif", "-o", "OUT", "--mode", "di", "--background", "x"], "--background"),
     (["bogus"], "invalid choice"),
     (["restore", "IN.tif"], "required"),
 ])
