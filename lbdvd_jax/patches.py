@@ -256,10 +256,15 @@ def depth_variant_deconvolve(image, levels, psfs, *, patch=84, stride=42, contex
         (H, W) deconvolved image, dtype of ``image``.
 
     Examples:
-        >>> from lbdvd_jax import Optics, psf_stack, patch_grid, depth_variant_deconvolve
-        >>> grid = patch_grid(image.shape)                    # classify these patches
-        >>> levels = classify(extract_patches(image, grid))   # (n,) ints, 11 = bg
+        >>> import numpy as np
+        >>> from lbdvd_jax import Optics, psf_stack, patch_grid, extract_patches
+        >>> image = np.full((200, 300), 100.0, np.float32)
+        >>> grid = patch_grid(image.shape)            # (n, 2): classify exactly these patches,
+        >>> windows = extract_patches(image, grid)    # e.g. DelpNet on the 84-px windows
+        >>> levels = np.full(len(grid), 5, np.int32)  # (n,) labels 0..10, 11 = bg
         >>> out = depth_variant_deconvolve(image, levels, psf_stack(Optics()))
+        >>> out.shape
+        (200, 300)
     """
     image = check_image(image, "image")
     psfs = check_psf(psfs, "psfs", ndim=3).astype(image.dtype)

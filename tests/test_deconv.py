@@ -100,8 +100,8 @@ def test_gradients_image_and_psf(x64, rng):
 def test_zeros_give_no_nan_in_value_or_gradient():
     img = jnp.zeros((20, 20)).at[5:8, 5:8].set(10.0)
     psf = jnp.asarray(gaussian_psf_ref(5, 1.0), jnp.float32)
-    out = richardson_lucy(img, psf, num_iter=10)
-    g = jax.jit(jax.grad(lambda x, h: jnp.sum(richardson_lucy(x, h, num_iter=10)),
+    out = richardson_lucy(img, psf, num_iter=4)
+    g = jax.jit(jax.grad(lambda x, h: jnp.sum(richardson_lucy(x, h, num_iter=4)),
                          argnums=(0, 1)))(img, psf)
     assert np.all(np.isfinite(out)) and all(np.all(np.isfinite(v)) for v in g)
     assert np.all(np.isfinite(richardson_lucy(jnp.zeros((8, 8)), psf, num_iter=3)))
