@@ -294,6 +294,9 @@ def write_tiff(path: str | os.PathLike, data, *, like: TiffImage | None = None,
         raise ValueError(f"path: cannot write into {str(folder)!r} ({err.strerror}); "
                          "choose a writable output folder") from None
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> the usual permissions of a new file
     try:
         tifffile.imwrite(tmp, data, compression=compression, **kwargs)
         if overwrite:

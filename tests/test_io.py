@@ -39,6 +39,7 @@ def test_roundtrip_lossless(tmp_path, rng, dtype, shape):
     np.testing.assert_array_equal(back.data, data)
     assert back.compression == "lzw"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "out.tif"]  # no temp left
+    assert (out.stat().st_mode & 0o777) == (src.stat().st_mode & 0o777)  # not mkstemp's 0600
 
 
 def test_pixel_size_from_metadata_and_carried_over(tmp_path):
