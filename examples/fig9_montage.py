@@ -27,6 +27,8 @@ def main(argv=None):
     p.add_argument("--crop", type=int, default=0, help="restore only the top-left N x N")
     p.add_argument("--synthetic-tilt", action="store_true",
                    help="use the in-focus a01 field defocused with the demo's tilted depth map")
+    p.add_argument("--oracle", action="store_true",
+                   help="with --synthetic-tilt: the true levels instead of DelpNet's")
     p.add_argument("--tiff", action="store_true", help="also write the two montages")
     p.add_argument("-o", "--output", default="fig9.json")
     args = p.parse_args(argv)
@@ -36,7 +38,7 @@ def main(argv=None):
     if args.synthetic_tilt:
         from lbdvd_jax.demo import synthesize_defocus
         focus = read_tiff(bundled_path("a01_infocus.tif")).data.astype(np.float32)
-        img, _ = synthesize_defocus(focus, seed=0)
+        img, depth = synthesize_defocus(focus, seed=0)
         out_name = "synthetic tilt of a01"
     else:
         out_name = args.image
@@ -45,8 +47,13 @@ def main(argv=None):
     out = {"image": out_name, "model": source, "shape": list(img.shape)}
     for name, stride, weights in (("rectangular", 84, "rectangular"),
                                   ("triangular", 42, "triangular")):
+        kw = {}
+        if args.synthetic_tilt and args.oracle:
+            from lbdvd_jax.demo import true_patch_levels
+            kw = dict(mode="oracle", levels=true_patch_levels(
+                depth, patch_grid(img.shape, stride=stride)))
         res = restore(img, model=model, stride=stride, weights=weights,
-                      num_iter=args.iterations)
+                      num_iter=args.iterations, **kw)
         grid = patch_grid(img.shape, stride=84)  # score the same borders for both
         out[name] = {"seam_score": round(seam_score(res.image, grid), 3),
                      "levels": np.bincount(np.asarray(res.levels).ravel(), minlength=12).tolist()}
