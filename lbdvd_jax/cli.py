@@ -243,8 +243,13 @@ def cmd_synth(args) -> int:
 def cmd_train(args) -> int:
     from lbdvd_jax import train
     entry = getattr(train, "main", None)
-    if entry is None:
-        raise UsageError("lbdvd_jax.train has no command-line entry point in this version")
+    if entry is None:  # the training script of a source checkout
+        script = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_delpnet.py"
+        if not script.exists():
+            raise UsageError("training needs the source checkout (examples/train_delpnet.py); "
+                             "clone the repository")
+        import runpy
+        entry = runpy.run_path(str(script))["main"]
     return int(entry(args.rest) or 0)
 
 
@@ -368,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = show
             parser = build_parser()
+            if argv[:1] == ["train"]:  # everything after `train` goes to the training script
+                return int(cmd_train(argparse.Namespace(rest=argv[1:])) or 0)
             args = parser.parse_args(argv)
             if args.command is None:
                 parser.print_help()

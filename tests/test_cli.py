@@ -36,6 +36,11 @@ def test_version_and_help(capsys):
     assert "restore" in capsys.readouterr().out
 
 
+def test_train_forwards_to_the_training_script(capsys):
+    assert main(["train", "--help"]) == 0
+    assert "--preset" in capsys.readouterr().out
+
+
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "lbdvd_jax", "--version"], capture_output=True,
                          text=True, timeout=120)
