@@ -26,6 +26,7 @@ from _common import emit, environment  # noqa: E402
 
 
 SHARD = [False]
+MODEL = [None]
 
 
 def _model():
@@ -33,7 +34,7 @@ def _model():
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _load_model(None)
+        return _load_model(MODEL[0])
 
 
 def _image(shape):
@@ -75,8 +76,10 @@ def main():
                    help="two XLA host devices, each chunk of patches split over them")
     p.add_argument("--large-num-iter", type=int, default=15,
                    help="RL iterations for the large sizes (fewer: a quick memory probe)")
+    p.add_argument("--model", default=None, help="DelpNet weights (default: shipped)")
     p.add_argument("--_size", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    MODEL[0] = args.model
     if args.shard:  # must happen before jax is imported
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    " --xla_force_host_platform_device_count=2").strip()
@@ -121,6 +124,7 @@ def main():
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, __file__, "--_size", str(side), "--mode", args.mode,
                               "--large-num-iter", str(args.large_num_iter)]
+                             + (["--model", args.model] if args.model else [])
                              + (["--shard"] if args.shard else []),
                              capture_output=True, text=True)
         if out.returncode != 0:
