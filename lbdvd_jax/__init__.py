@@ -25,28 +25,37 @@ from lbdvd_jax.patches import (
 from lbdvd_jax.io import TiffImage, read_tiff, write_tiff
 from lbdvd_jax.quality import psnr, ssim
 from lbdvd_jax.pipeline import Restoration, predict_levels, restore
+from lbdvd_jax.model import DelpNet, DelpNetConfig, classify_patches
+from lbdvd_jax.checkpoint import export_weights, load_delpnet
+from lbdvd_jax.train import TrainConfig
 
 __all__ = [
     "BG_LABEL",
     "CameraModel",
     "DEFOCUS_LEVELS_UM",
+    "DelpNet",
+    "DelpNetConfig",
     "FitResult",
     "Optics",
     "Restoration",
     "TiffImage",
+    "TrainConfig",
     "__version__",
     "add_camera_noise",
     "bg_mask",
     "blind_richardson_lucy",
+    "classify_patches",
     "defocus_crops",
     "defocus_psf",
     "depth_invariant_deconvolve",
     "depth_variant_deconvolve",
+    "export_weights",
     "extract_patches",
     "fit_defocus",
     "j0",
     "j1",
     "kernel_size_for",
+    "load_delpnet",
     "load_infocus_fields",
     "make_eval_set",
     "montage",

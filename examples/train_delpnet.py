@@ -1,0 +1,177 @@
+"""Train DelpNet on synthetic defocus of the real BBBC006 fields (+ phantoms), resumably.
+
+The command that produced the shipped weights (see README / lbdvd_jax/weights/delpnet.json):
+
+    nohup .venv/bin/python examples/train_delpnet.py --out runs/main > runs/main.log 2>&1 &
+
+Re-running the same command resumes from the last checkpoint in --out. Change --total-steps on a
+resume to move the cooldown of the warmup-stable-decay schedule (the fast preset) earlier or later.
+Then finalise (BN re-estimation over 50 training batches, test-split report, export):
+
+    .venv/bin/python examples/train_delpnet.py --out runs/main --finalize --export lbdvd_jax/weights/delpnet.npz
+
+Smoke test (seconds): --smoke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lbdvd_jax import checkpoint as ckpt_lib
+from lbdvd_jax import data, metrics_cls
+from lbdvd_jax import train as T
+from lbdvd_jax.model import DelpNetConfig, count_params, conv_macs
+from lbdvd_jax.optics import Optics
+from lbdvd_jax.psf import psf_stack
+
+DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "bbbc006" / "infocus"
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/main", help="run directory (checkpoints, history, best.npz)")
+    p.add_argument("--data", default=str(DATA), help="folder of in-focus TIFF fields")
+    p.add_argument("--preset", default="fast", choices=T.PRESETS)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--total-steps", type=int, default=6000)
+    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--cooldown-steps", type=int, default=800)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--ckpt-minutes", type=float, default=4.0)
+    p.add_argument("--bn-batches", type=int, default=20, help="BN re-estimation batches per evaluation")
+    p.add_argument("--per-level", type=int, default=100, help="val/test patches per level")
+    p.add_argument("--phantom-fraction", type=float, default=0.25)
+    p.add_argument("--protocol", default="field", choices=("field", "paper"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-bg", action="store_true")
+    p.add_argument("--no-bn", action="store_true")
+    p.add_argument("--no-dropout", action="store_true")
+    p.add_argument("--bn-momentum", type=float, default=0.6)
+    p.add_argument("--finalize", action="store_true", help="evaluate best.npz on the test split and export")
+    p.add_argument("--export", default=None, help="with --finalize: write the exported weights here")
+    p.add_argument("--smoke", action="store_true", help="tiny model and run (seconds)")
+    return p.parse_args(argv)
+
+
+def setup(args):
+    fields, names = data.load_infocus_fields(args.data)
+    psfs = psf_stack(Optics(), size=49)
+    with_bg = not args.no_bg
+    if args.protocol == "field":
+        split = data.split_fields(names, seed=args.seed)
+        src = {k: fields[v] for k, v in split.items()}
+        masks = {k: None for k in split}
+        split_desc = {k: [names[i] for i in v] for k, v in split.items()}
+    else:
+        split = data.split_fields(names, seed=args.seed, protocol="paper")
+        src = {k: fields for k in split}
+        masks = {k: jnp.asarray(v) for k, v in split.items()}
+        split_desc = {k: np.argwhere(v).tolist() for k, v in split.items()}
+    model_config = DelpNetConfig(
+        num_classes=12 if with_bg else 11,
+        use_batchnorm=not args.no_bn,
+        bn_momentum=args.bn_momentum,
+        dropout_rate=0.0 if args.no_dropout else 0.1,
+        head_dropout_rate=0.0 if args.no_dropout else 0.2,
+        **({"features": ((8, 5, 2), (8, 3, 2), (16, 3, 1), (16, 3, 2), (16, 3, 1), (16, 3, 2), (16, 3, 1))}
+           if args.smoke else {}),
+    )
+    batch_kw = dict(batch_size=args.batch_size, augment=True, phantom_fraction=args.phantom_fraction,
+                    with_bg=with_bg)
+    train_mask = masks["train"]
+
+    def batch_fn(key, fields, psfs):
+        return data.synth_batch(key, fields, psfs, level_mask=train_mask, **batch_kw)
+
+    def eval_set(which, seed_offset):
+        kw = dict(with_bg=with_bg)
+        if masks[which] is not None:
+            kw["level_mask"] = masks[which]
+        return data.make_eval_set(jax.random.PRNGKey(10_000 + seed_offset), src[which], psfs,
+                                  per_level=args.per_level, **kw)
+
+    return model_config, batch_fn, (jnp.asarray(src["train"]), psfs), eval_set, split_desc
+
+
+def main(argv=None):
+    args = parse(argv)
+    if args.smoke:
+        args.batch_size, args.total_steps, args.warmup_steps, args.cooldown_steps = 8, 6, 2, 2
+        args.eval_every, args.bn_batches, args.per_level = 3, 2, 4
+    out = pathlib.Path(args.out)
+    model_config, batch_fn, batch_args, eval_set, split_desc = setup(args)
+    if args.finalize:
+        return finalize(args, out, model_config, batch_fn, batch_args, eval_set, split_desc)
+    config = T.TrainConfig(
+        preset=args.preset, learning_rate=args.lr, total_steps=args.total_steps, warmup_steps=args.warmup_steps,
+        cooldown_steps=args.cooldown_steps, batch_size=args.batch_size, seed=args.seed,
+    )
+    print(f"DelpNet {model_config}\n  {conv_macs(model_config) / 1e6:.1f} M MAC/patch | split {split_desc}",
+          file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    val = eval_set("val", 1)
+    print(f"val set {val[0].shape}, class counts {np.bincount(val[1]).tolist()} [{time.perf_counter() - t:.0f} s]",
+          file=sys.stderr, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "command.txt").write_text(" ".join([sys.executable, *sys.argv]) + "\n")
+    graphdef, state, history = T.fit(
+        model_config, config, batch_fn, batch_args, out_dir=out, eval_set=val, eval_every=args.eval_every,
+        ckpt_every_s=args.ckpt_minutes * 60, max_steps=args.max_steps,
+        max_seconds=None if args.max_minutes is None else args.max_minutes * 60,
+        bn_batches=args.bn_batches, log_every=10 if not args.smoke else 1,
+    )
+    print(f"done at step {int(state['step'])}; params {count_params(T.model_from_state(graphdef, state))}",
+          file=sys.stderr)
+    return 0
+
+
+def finalize(args, out, model_config, batch_fn, batch_args, eval_set, split_desc):
+    """Best checkpoint -> BN re-estimation (50 batches) -> val + test reports -> exported weights."""
+    stored, arrays, meta = ckpt_lib.read_weights(out / "best.npz")
+    model = ckpt_lib.load_delpnet(out / "best.npz")
+    from flax import nnx
+
+    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    keys = jax.random.split(jax.random.PRNGKey(777), 50)
+    bfn = jax.jit(batch_fn)
+    batch_stats = T.reestimate_batch_stats(graphdef, params, batch_stats,
+                                           (bfn(k, *batch_args)[0] for k in keys))
+    history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
+    reports = {}
+    for i, which in enumerate(("val", "test")):
+        x, y = eval_set(which, i + 1)
+        rep = T.evaluate(graphdef, params, batch_stats, x, y)
+        reports[which] = rep
+        metrics_cls.write_report(rep, out / f"report_{which}.json", history=history)
+        print(f"{which}: n {rep['n']} acc {rep['accuracy']:.4f} P {rep['precision']:.4f} R {rep['recall']:.4f} "
+              f"F1 {rep['f1']:.4f} ±1 {rep['within_1']:.4f} top-k {[round(v, 4) for v in rep['top_k'][:4]]}")
+        print(metrics_cls.format_confusion(rep["confusion"], rep["class_names"]))
+    if args.export:
+        cmd = (out / "command.txt").read_text().strip() if (out / "command.txt").exists() else ""
+        keep = ("n", "accuracy", "loss", "precision", "recall", "f1", "within_1", "top_k", "confusion")
+        metadata = {
+            "best_step": meta.get("step"), "command": cmd, "split": split_desc, "protocol": args.protocol,
+            "val": {k: reports["val"][k] for k in keep}, "test": {k: reports["test"][k] for k in keep},
+            "history": history, "bn_reestimation_batches": 50,
+        }
+        path = ckpt_lib.export_weights(args.export, stored, params, batch_stats, metadata=metadata)
+        pathlib.Path(args.export).with_suffix(".json").write_text(json.dumps(metadata, indent=1))
+        print(f"exported {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

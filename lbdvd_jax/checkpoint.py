@@ -1,0 +1,195 @@
+"""Orbax training checkpoints, the shipped-weights format, and ``load_delpnet``.
+
+Two formats:
+
+* training checkpoints (orbax ``CheckpointManager`` under ``<run>/ckpt/<step>/``) hold the whole
+  training state: step, parameters, BN statistics, optimizer state, RNG key; they resume exactly.
+* exported weights (one ``.npz`` file) hold only parameters and BN statistics plus the architecture
+  (``DelpNetConfig`` as JSON) and free metadata; this is what ships in ``lbdvd_jax/weights/``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import zipfile
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from lbdvd_jax.model import DelpNet, DelpNetConfig
+
+WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
+SHIPPED_WEIGHTS = WEIGHTS_DIR / "delpnet.npz"
+
+
+def checkpoint_manager(directory, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
+    """An orbax ``CheckpointManager`` for training states in ``directory`` (created if missing)."""
+    directory = pathlib.Path(directory).resolve()
+    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep))
+
+
+def save_train_state(mgr: ocp.CheckpointManager, state: dict) -> None:
+    """Save a training state dict at its own step (asynchronously; ``mgr.wait_until_finished()``)."""
+    step = int(state["step"])
+    if step in mgr.all_steps():
+        return
+    mgr.save(step, args=ocp.args.StandardSave(state))
+
+
+def restore_train_state(mgr: ocp.CheckpointManager, like: dict, *, step: int | None = None) -> dict:
+    """Restore the training state saved at ``step`` (default latest) with the structure of ``like``.
+
+    Args:
+        mgr: checkpoint manager of the run.
+        like: a freshly initialised state of the same model and optimizer (gives structure/dtypes).
+        step: checkpoint step; None is the latest.
+
+    Returns:
+        the restored state dict.
+
+    Raises:
+        FileNotFoundError: no checkpoint in the directory.
+        ValueError: the checkpoint holds another architecture or optimizer.
+    """
+    step = mgr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {mgr.directory}; train first or pass another directory.")
+    if step not in mgr.all_steps():
+        raise FileNotFoundError(f"no checkpoint of step {step} in {mgr.directory}; "
+                                f"available steps: {sorted(mgr.all_steps())}.")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    try:
+        return mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"checkpoint {mgr.directory}/{step} does not match this model/optimizer ({e}); "
+            "resume with the same DelpNetConfig and TrainConfig preset it was trained with, "
+            "or start a new run directory."
+        ) from e
+
+
+def _flatten(tree, prefix: str) -> dict:
+    flat = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        flat[f"{prefix}/{name}"] = np.asarray(leaf)
+    return flat
+
+
+def export_weights(path, model_config: DelpNetConfig, params, batch_stats, *, metadata: dict | None = None):
+    """Write parameters and BN statistics (no optimizer state) to one ``.npz`` file.
+
+    Args:
+        path: output file (``.npz``).
+        model_config: the architecture, stored as JSON so that loading can rebuild and check it.
+        params: ``nnx.State`` of ``nnx.Param`` (or its pure dict).
+        batch_stats: ``nnx.State`` of ``nnx.BatchStat`` (use re-estimated statistics).
+        metadata: JSON-serialisable extras (training command, metrics...).
+
+    Returns:
+        the path written.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_pure = lambda s: s.to_pure_dict() if hasattr(s, "to_pure_dict") else s  # noqa: E731
+    arrays = {**_flatten(to_pure(params), "params"), **_flatten(to_pure(batch_stats), "batch_stats")}
+    arrays["__config__"] = np.frombuffer(json.dumps(model_config.to_dict()).encode(), np.uint8)
+    arrays["__metadata__"] = np.frombuffer(json.dumps(metadata or {}).encode(), np.uint8)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def read_weights(path) -> tuple[DelpNetConfig, dict, dict]:
+    """Read an exported weights file.
+
+    Returns:
+        ``(config, arrays, metadata)`` where ``arrays`` maps ``params/...`` and
+        ``batch_stats/...`` names to NumPy arrays.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a DelpNet weights file, or corrupt.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} not found; pass the .npz written by "
+                                "export_weights (or path=None for the shipped weights).")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{str(path)!r} is not a readable DelpNet weights file (corrupt or truncated: {e}); "
+                         "re-export it with export_weights or re-install the package.") from e
+    if "__config__" not in arrays:
+        raise ValueError(f"{str(path)!r} has no DelpNet architecture record ('__config__'); it was not written "
+                         "by lbdvd_jax.checkpoint.export_weights.")
+    try:
+        config = DelpNetConfig.from_dict(json.loads(arrays.pop("__config__").tobytes().decode()))
+        metadata = json.loads(arrays.pop("__metadata__").tobytes().decode()) if "__metadata__" in arrays else {}
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{str(path)!r} holds an unreadable architecture record ({e}).") from e
+    return config, arrays, metadata
+
+
+def load_delpnet(path=None, *, config: DelpNetConfig | None = None) -> DelpNet:
+    """Load a trained DelpNet (inference mode) from exported weights.
+
+    Args:
+        path: ``.npz`` written by :func:`export_weights`, or a run directory holding ``best.npz``;
+            None loads the weights shipped in ``lbdvd_jax/weights/`` (offline).
+        config: optional expected architecture; a file of another architecture raises.
+
+    Returns:
+        ``DelpNet`` with the stored parameters and BN statistics, in ``eval()`` mode.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: corrupt file, or weights of another architecture (names or shapes differ).
+
+    Examples:
+        >>> from lbdvd_jax import load_delpnet, classify_patches
+        >>> model = load_delpnet()
+        >>> labels, probs = classify_patches(model, patches)   # (n, 84, 84) raw counts
+    """
+    if path is None:
+        path = SHIPPED_WEIGHTS
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = path / "best.npz"
+    stored_config, arrays, metadata = read_weights(path)
+    if config is not None and config != stored_config:
+        raise ValueError(f"{str(path)!r} holds another DelpNet architecture: stored {stored_config}, "
+                         f"expected {config}; load it without config= or pass the matching file.")
+    model = DelpNet(stored_config, rngs=nnx.Rngs(0))
+    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    expected = {**_flatten(params.to_pure_dict(), "params"), **_flatten(batch_stats.to_pure_dict(), "batch_stats")}
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    bad = [(k, arrays[k].shape, v.shape) for k, v in expected.items() if k in arrays and arrays[k].shape != v.shape]
+    if missing or extra or bad:
+        raise ValueError(
+            f"{str(path)!r} does not match the DelpNet architecture it declares "
+            f"(missing {missing[:3]}, unexpected {extra[:3]}, shape mismatches {bad[:3]}); "
+            "it is a checkpoint of another architecture or was edited; re-export it with export_weights."
+        )
+
+    def fill(state, prefix):
+        pure = state.to_pure_dict()
+        leaves_with_path = jax.tree_util.tree_flatten_with_path(pure)
+        names = ["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in p) for p, _ in leaves_with_path[0]]
+        new = jax.tree_util.tree_unflatten(
+            leaves_with_path[1],
+            [jax.numpy.asarray(arrays[f"{prefix}/{n}"], dtype=leaf.dtype) for n, (_, leaf) in
+             zip(names, leaves_with_path[0])],
+        )
+        nnx.replace_by_pure_dict(state, new)
+        return state
+
+    model = nnx.merge(graphdef, fill(params, "params"), fill(batch_stats, "batch_stats"))
+    model.eval()
+    return model
