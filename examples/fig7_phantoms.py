@@ -70,15 +70,19 @@ def main(argv=None):
         centre = noisy[C:C + P, C:C + P]
         label = int(_classify(model, np.asarray(centre)[None])[0][0])
         lev = 0 if label == 11 else label
-        crop = lambda x: x[C:C + P, C:C + P]
+        bg = float(jnp.percentile(noisy, 0.5))  # camera background, as restore(background='auto')
+        sub = jnp.maximum(noisy - bg, 0)
+        crop = lambda x: x[C:C + P, C:C + P] + bg
+        it = args.iterations
         results = {
             "noisy": centre,
-            "dv": centre if lev == 0 else crop(rl(noisy, psfs[lev], num_iter=args.iterations)),
-            "di": crop(rl(noisy, psfs[0], num_iter=args.iterations)),
-            "blind": crop(blind(noisy, psfs[5], num_iter=args.iterations)[0]),
+            "dv": centre if lev == 0 else crop(rl(sub, psfs[lev], num_iter=it)),
+            "dv_oracle": crop(rl(sub, psfs[args.level], num_iter=it)),
+            "di": crop(rl(sub, psfs[0], num_iter=it)),
+            "blind": crop(blind(sub, psfs[5], num_iter=it)[0]),
         }
         rng = float(ref.max() - ref.min())
-        entry = {"predicted_label": label}
+        entry = {"predicted_label": label, "background": bg}
         for m, est in results.items():
             entry[m] = {"psnr_db": round(float(psnr(ref, est)), 2),
                         "ssim": round(float(ssim(ref, est, data_range=rng)), 3)}

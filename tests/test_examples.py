@@ -21,7 +21,7 @@ def test_fig7(tmp_path, monkeypatch):
     _run("fig7_phantoms.py", ["--iterations", "2", "-o", str(out)], monkeypatch)
     res = json.loads(out.read_text())
     assert set(res["objects"]) == {"O1_beads", "O2_ring", "O3_cells"}
-    assert all(set(v) >= {"noisy", "dv", "di", "blind"} for v in res["objects"].values())
+    assert all(set(v) >= {"noisy", "dv", "dv_oracle", "di", "blind"} for v in res["objects"].values())
 
 
 @pytest.mark.filterwarnings("ignore:no shipped DelpNet")
