@@ -156,14 +156,20 @@ def cmd_restore(args) -> int:
     if args.levels is not None:
         oracle = io.read_tiff(args.levels).data
     model = _load_model(args) if args.mode in ("dv", "soft") else None
-    bar = Progress(sum(_planes(i.data).shape[0] for i in images), "restore",
-                   enabled=not args.quiet)
+    bar = Progress(sum(_planes(i.data).shape[0] for i in images), "images ",
+                   enabled=not args.quiet and sys.stderr.isatty())
     for src, img, dst in zip(inputs, images, outputs):
+        patches = Progress(1, "  patches", enabled=not args.quiet and sys.stderr.isatty())
+
+        def on_patches(done, total, patches=patches):
+            patches.total = total
+            patches.update(done - patches.done, note=src.name)
         planes = _planes(img.data).astype(np.float32)
         planes = planes[0] if planes.shape[0] == 1 else planes
         result = restore(planes, model=model, optics=optics, mode=args.mode, levels=oracle,
                          stride=args.stride, weights=args.weights, context=args.context,
-                         num_iter=args.iterations, background=background)
+                         num_iter=args.iterations, background=background,
+                         progress=None if args.quiet else on_patches)
         dst.parent.mkdir(parents=True, exist_ok=True)
         io.write_tiff(dst, np.asarray(result.image).reshape(img.data.shape), like=img,
                       overwrite=args.overwrite)

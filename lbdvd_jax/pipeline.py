@@ -108,10 +108,18 @@ def _weights_table(weights, patch, dtype):
     return jnp.asarray(weights, dtype)
 
 
+_PROGRESS: list = [None]  # the current restore() call's progress callback (host side)
+
+
+def _report_progress(done, total):
+    if _PROGRESS[0] is not None:
+        _PROGRESS[0](int(done), int(total))
+
+
 @functools.partial(jax.jit, static_argnames=("stride", "context", "weights", "num_iter",
-                                             "chunk_size", "pad_mode", "shard"))
+                                             "chunk_size", "pad_mode", "shard", "report"))
 def _deconvolve_core(image, kernels, active, background, *, stride, context, weights, num_iter,
-                     chunk_size, pad_mode, shard=False):
+                     chunk_size, pad_mode, shard=False, report=False):
     """Chunked depth-variant RL + weighted montage; `active` patches first, the rest pass."""
     origins = patch_grid(image.shape, patch=PATCH, stride=stride)
     n, size, c = len(origins), PATCH + 2 * context, context
@@ -145,6 +153,8 @@ def _deconvolve_core(image, kernels, active, background, *, stride, context, wei
         ok = jax.lax.dynamic_slice_in_dim(valid, i * cs, cs)[:, None, None]
         r = o[:, 0, None] + jnp.arange(PATCH)
         q = o[:, 1, None] + jnp.arange(PATCH)
+        if report:  # host callback after each chunk: patches done so far, out of n
+            jax.debug.callback(_report_progress, jnp.minimum((i + 1) * cs, n), n)
         num = num.at[r[:, :, None], q[:, None, :]].add(jnp.where(ok, inner * w, 0))
         den = den.at[r[:, :, None], q[:, None, :]].add(jnp.broadcast_to(jnp.where(ok, w, 0),
                                                                           inner.shape))
@@ -200,7 +210,7 @@ def _check(image, model, mode, levels, weights, stride):
 
 
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,
-                 chunk_size, pad_mode, shard, background, timings):
+                 chunk_size, pad_mode, shard, background, progress, timings):
     t0 = time.perf_counter()
     origins = patch_grid(image.shape, patch=PATCH, stride=stride)
     n = len(origins)
@@ -232,10 +242,16 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
             raise ValueError(f"background: got {background!r}, expected 'auto' or counts")
         background = jnp.percentile(image, 0.5)
     background = jnp.asarray(background, image.dtype)
-    out = _deconvolve_core(image, kernels, active, background, stride=stride, context=context,
-                           weights=weights, num_iter=num_iter, chunk_size=chunk_size,
-                           pad_mode=pad_mode, shard=shard)
-    jax.block_until_ready(out)
+    _PROGRESS[0] = progress
+    try:
+        out = _deconvolve_core(image, kernels, active, background, stride=stride,
+                               context=context, weights=weights, num_iter=num_iter,
+                               chunk_size=chunk_size, pad_mode=pad_mode, shard=shard,
+                               report=progress is not None)
+        jax.block_until_ready(out)
+        jax.effects_barrier()
+    finally:
+        _PROGRESS[0] = None
     t2 = time.perf_counter()
     if mode == "di":
         labels = jnp.zeros((n,), jnp.int32)
@@ -250,7 +266,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
             stride: int = 42, weights="triangular", context: int | None = None,
             num_iter: int = 15, chunk_size: int = 128, psf_size: int = 49,
             pad_mode: str = "reflect", shard: bool = False, background="auto",
-            _timings: dict | None = None) -> Restoration:
+            progress=None, _timings: dict | None = None) -> Restoration:
     """Learning-based depth-variant deconvolution of a wide-field image (or a stack of them).
 
     Args:
@@ -277,6 +293,8 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
         and added back after, so that the zero padding of RL's convolutions meets no step;
         'auto' (default) uses the image's 0.5th percentile (+1 to +5 dB at levels 4-10 over 0,
         the paper's RL on raw counts, whose window edges ring; see README).
+      progress: optional host callable `progress(patches_done, patches_total)`, called after
+        every chunk of patches (a progress bar); None (default) adds no callback.
       shard: static; split every chunk of patches over `jax.local_devices()` (on a CPU, start
         Python with XLA_FLAGS=--xla_force_host_platform_device_count=2 to use two cores).
 
@@ -300,7 +318,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
     opts = dict(model=model, psfs=psfs, mode=mode, stride=int(stride), context=context,
                 weights=weights if isinstance(weights, str) else weights, num_iter=int(num_iter),
                 chunk_size=int(chunk_size), pad_mode=pad_mode, shard=bool(shard),
-                background=background,
+                background=background, progress=progress,
                 timings=_timings)
     if not isinstance(weights, str):
         raise TypeError("weights: pass 'triangular' or 'rectangular' (array weights are "

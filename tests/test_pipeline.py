@@ -85,6 +85,15 @@ def test_passthrough_returns_image_and_chunking_invariant(rng):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3)
 
 
+def test_progress_callback_per_chunk(rng):
+    img = _image(rng).astype(np.float32)
+    calls = []
+    a = restore(img, mode="di", chunk_size=5, progress=lambda d, t: calls.append((d, t)), **FAST)
+    assert calls == [(5, 12), (10, 12), (12, 12)]
+    b = restore(img, mode="di", chunk_size=5, **FAST)
+    np.testing.assert_array_equal(a.image, b.image)
+
+
 def test_per_pixel_level_map_is_sampled_at_patch_centres(rng):
     img = _image(rng).astype(np.float32)
     labels = rng.integers(0, 12, (3, 4))
