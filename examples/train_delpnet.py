@@ -96,6 +96,8 @@ def setup(args):
     def batch_fn(key, fields, psfs):
         return data.synth_batch(key, fields, psfs, level_mask=train_mask, **batch_kw)
 
+    src["train_fields"], masks["train_fields"] = src["train"], masks["train"]
+
     def eval_set(which, seed_offset):
         kw = dict(with_bg=with_bg)
         if masks[which] is not None:
@@ -151,7 +153,9 @@ def finalize(args, out, model_config, batch_fn, batch_args, eval_set, split_desc
                                            (bfn(k, *batch_args)[0] for k in keys))
     history = json.loads((out / "history.json").read_text()) if (out / "history.json").exists() else []
     reports = {}
-    for i, which in enumerate(("val", "test")):
+    # val / test: held-out fields; train_fields: fresh crops and noise of the training fields (what
+    # the paper's image-level split measures, since its test images share fields with training)
+    for i, which in enumerate(("val", "test", "train_fields")):
         x, y = eval_set(which, i + 1)
         rep = T.evaluate(graphdef, params, batch_stats, x, y)
         reports[which] = rep
@@ -164,7 +168,7 @@ def finalize(args, out, model_config, batch_fn, batch_args, eval_set, split_desc
         keep = ("n", "accuracy", "loss", "precision", "recall", "f1", "within_1", "top_k", "confusion")
         metadata = {
             "best_step": meta.get("step"), "command": cmd, "split": split_desc, "protocol": args.protocol,
-            "val": {k: reports["val"][k] for k in keep}, "test": {k: reports["test"][k] for k in keep},
+            **{w: {k: reports[w][k] for k in keep} for w in reports},
             "history": history, "bn_reestimation_batches": 50,
         }
         path = ckpt_lib.export_weights(args.export, stored, params, batch_stats, metadata=metadata)

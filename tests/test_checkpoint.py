@@ -19,7 +19,8 @@ def toy_batch(key, scale):
     return x.astype(jnp.float32), y.astype(jnp.int32)
 
 
-CFG = T.TrainConfig(learning_rate=3e-3, warmup_steps=2, total_steps=8, cooldown_steps=3, batch_size=8)
+CFG = T.TrainConfig(learning_rate=3e-3, warmup_steps=2, total_steps=6, cooldown_steps=3, batch_size=8)
+ONE = DelpNetConfig(features=((4, 3, 2),), patch_size=16)  # smallest model: three compiles below
 
 
 def _assert_trees_equal(a, b):
@@ -32,21 +33,21 @@ def _assert_trees_equal(a, b):
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     args = (jnp.float32(0.02),)
     kw = dict(ckpt_every=2, log_every=100, verbose=False)
-    _, full, _ = T.fit(TINY, CFG, toy_batch, args, out_dir=tmp_path / "full", **kw)
-    # interrupted after 5 steps (checkpoint at 4 and at the stop), then resumed by a fresh call
-    _, part, _ = T.fit(TINY, CFG, toy_batch, args, out_dir=tmp_path / "cut", max_steps=5, **kw)
-    assert int(part["step"]) == 5
-    _, resumed, _ = T.fit(TINY, CFG, toy_batch, args, out_dir=tmp_path / "cut", **kw)
-    assert int(resumed["step"]) == int(full["step"]) == 8
+    _, full, _ = T.fit(ONE, CFG, toy_batch, args, out_dir=tmp_path / "full", **kw)
+    # interrupted after 3 steps (checkpoints at 2 and at the stop), then resumed by a fresh call
+    _, part, _ = T.fit(ONE, CFG, toy_batch, args, out_dir=tmp_path / "cut", max_steps=3, **kw)
+    assert int(part["step"]) == 3
+    _, resumed, _ = T.fit(ONE, CFG, toy_batch, args, out_dir=tmp_path / "cut", **kw)
+    assert int(resumed["step"]) == int(full["step"]) == 6
     for k in ("step", "params", "batch_stats", "opt_state", "key"):
         _assert_trees_equal(resumed[k], full[k])
     # older checkpoints are kept (max_to_keep=3) and restorable by step; pruned ones are named
-    g, _, like = T.init_state(TINY, CFG)
+    g, _, like = T.init_state(ONE, CFG)
     mgr = C.checkpoint_manager(tmp_path / "cut" / "ckpt")
-    assert sorted(mgr.all_steps()) == [5, 6, 8]
-    assert int(C.restore_train_state(mgr, like, step=5)["step"]) == 5
+    assert sorted(mgr.all_steps()) == [3, 4, 6]
+    assert int(C.restore_train_state(mgr, like, step=3)["step"]) == 3
     with pytest.raises(FileNotFoundError, match="available steps"):
-        C.restore_train_state(mgr, like, step=4)
+        C.restore_train_state(mgr, like, step=2)
 
 
 def test_export_load_identical_logits(tmp_path, rng):
