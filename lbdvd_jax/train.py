@@ -233,6 +233,26 @@ def evaluate(graphdef, params, batch_stats, x, y, *, batch_size: int = 256, pred
     return classification_report(np.asarray(y), np.concatenate(logits))
 
 
+_STEP_CACHE: dict = {}
+
+
+def _jitted_step(graphdef, config: TrainConfig, optimizer, batch_fn):
+    """The jitted data + train step, cached so that a resume in the same process does not recompile."""
+    key = (graphdef, config, batch_fn)
+    fn = _STEP_CACHE.get(key)
+    if fn is None:
+
+        def _step(state, *args):
+            data_key, dropout_key = step_keys(state["key"], state["step"])
+            x, y = batch_fn(data_key, *args)
+            return train_step(graphdef, optimizer, state, x, y, dropout_key)
+
+        if len(_STEP_CACHE) >= 8:
+            _STEP_CACHE.clear()
+        fn = _STEP_CACHE[key] = jax.jit(_step, donate_argnums=0)
+    return fn
+
+
 def _log(msg: str, *, stream=sys.stderr) -> None:
     stream.write(msg + "\n")
     stream.flush()
@@ -302,12 +322,7 @@ def fit(
     if config.preset == "paper" and max_steps is not None:
         stop = max_steps
 
-    def _step(state, *args):
-        data_key, dropout_key = step_keys(state["key"], state["step"])
-        x, y = batch_fn(data_key, *args)
-        return train_step(graphdef, optimizer, state, x, y, dropout_key)
-
-    step_fn = jax.jit(_step, donate_argnums=0)
+    step_fn = _jitted_step(graphdef, config, optimizer, batch_fn)
     predict_fn = jax.jit(functools.partial(predict_logits, graphdef))
     moments_fn = jax.jit(functools.partial(batch_moments, graphdef))
     bn_key = jax.random.fold_in(state["key"], 2**31 - 1)

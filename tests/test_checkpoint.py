@@ -32,19 +32,19 @@ def _assert_trees_equal(a, b):
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     args = (jnp.float32(0.02),)
-    kw = dict(ckpt_every=2, log_every=100, verbose=False)
+    kw = dict(log_every=100, verbose=False)  # checkpoints at the stops only: orbax saves are slow
     _, full, _ = T.fit(ONE, CFG, toy_batch, args, out_dir=tmp_path / "full", **kw)
-    # interrupted after 3 steps (checkpoints at 2 and at the stop), then resumed by a fresh call
+    # interrupted after 3 steps (checkpoint at the stop), then resumed by a fresh call
     _, part, _ = T.fit(ONE, CFG, toy_batch, args, out_dir=tmp_path / "cut", max_steps=3, **kw)
     assert int(part["step"]) == 3
     _, resumed, _ = T.fit(ONE, CFG, toy_batch, args, out_dir=tmp_path / "cut", **kw)
     assert int(resumed["step"]) == int(full["step"]) == 6
     for k in ("step", "params", "batch_stats", "opt_state", "key"):
         _assert_trees_equal(resumed[k], full[k])
-    # older checkpoints are kept (max_to_keep=3) and restorable by step; pruned ones are named
+    # older checkpoints are kept and restorable by step; missing ones are named
     g, _, like = T.init_state(ONE, CFG)
     mgr = C.checkpoint_manager(tmp_path / "cut" / "ckpt")
-    assert sorted(mgr.all_steps()) == [3, 4, 6]
+    assert sorted(mgr.all_steps()) == [3, 6]
     assert int(C.restore_train_state(mgr, like, step=3)["step"]) == 3
     with pytest.raises(FileNotFoundError, match="available steps"):
         C.restore_train_state(mgr, like, step=2)
