@@ -143,6 +143,15 @@ def format_confusion(cm, class_names=None) -> str:
     return "\n".join(lines)
 
 
+def _save_figure(plt, fig, path, suffix):
+    """Write fig next to `path` as <stem>_<suffix>.png, close it and return the file path."""
+    fig.tight_layout()
+    out = path.with_name(f"{path.stem}_{suffix}.png")
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def write_report(report: dict, path, *, history: list | None = None) -> list[pathlib.Path]:
     """Write ``report`` as JSON and, when matplotlib is installed, PNG plots next to it.
 
@@ -186,11 +195,7 @@ def write_report(report: dict, path, *, history: list | None = None) -> list[pat
     ax.set_ylabel("true")
     ax.set_title(f"accuracy {report['accuracy']:.3f}")
     fig.colorbar(im)
-    fig.tight_layout()
-    out = path.with_name(path.stem + "_confusion.png")
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    written.append(out)
+    written.append(_save_figure(plt, fig, path, "confusion"))
     fig, ax = plt.subplots(figsize=(5, 4))
     k = np.arange(1, len(report["top_k"]) + 1)
     ax.plot(k, report["top_k"], "o-")
@@ -198,11 +203,7 @@ def write_report(report: dict, path, *, history: list | None = None) -> list[pat
     ax.set_ylabel("top-k accuracy")
     ax.set_title("cumulative match curve")
     ax.grid(True)
-    fig.tight_layout()
-    out = path.with_name(path.stem + "_topk.png")
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    written.append(out)
+    written.append(_save_figure(plt, fig, path, "topk"))
     if history:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
         minutes = [h["minutes"] for h in history]
@@ -217,9 +218,5 @@ def write_report(report: dict, path, *, history: list | None = None) -> list[pat
         a2.set_ylabel("val accuracy")
         for a in (a1, a2):
             a.grid(True)
-        fig.tight_layout()
-        out = path.with_name(path.stem + "_curves.png")
-        fig.savefig(out, dpi=120)
-        plt.close(fig)
-        written.append(out)
+        written.append(_save_figure(plt, fig, path, "curves"))
     return written
