@@ -60,7 +60,8 @@ def tilted_depth_map(shape, *, z_max_um: float = 20.0, seed: int = 0) -> np.ndar
     return (z_max_um * np.clip(tilt + wave, 0.0, 1.0)).astype(np.float32)
 
 
-def _conv_same_reflect(image, kernel):
+def blur_same_reflect(image, kernel):
+    """'same'-size FFT convolution of `image` with an odd `kernel`, borders reflected."""
     r = kernel.shape[-1] // 2
     padded = jnp.pad(image, r, mode="symmetric")
     return jax.scipy.signal.fftconvolve(padded, kernel, mode="valid")
@@ -87,7 +88,7 @@ def depth_variant_blur(image, depth_um, *, optics=Optics(), size: int = 49,
     out = jnp.zeros_like(image)
     for k in range(psfs.shape[0]):
         weight = jnp.clip(1.0 - jnp.abs(level - k), 0.0, 1.0)
-        out = out + _conv_same_reflect(signal * weight, psfs[k])
+        out = out + blur_same_reflect(signal * weight, psfs[k])
     return out + offset
 
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lbdvd_jax.data import BG_LABEL, add_camera_noise, bg_mask
+from lbdvd_jax.demo import blur_same_reflect
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import psf_stack
 from lbdvd_jax.quality import psnr, ssim
@@ -64,15 +65,10 @@ def heldout_fields(folder=None, *, seed: int = 0):
     return read_tiff(bundled_path("a01_infocus.tif")).data[None].astype(np.float32), ["a01"]
 
 
-def _blur_reflect(field, psf):
-    r = psf.shape[-1] // 2
-    return jax.scipy.signal.fftconvolve(jnp.pad(field, r, mode="symmetric"), psf, mode="valid")
-
-
 def defocused_fields(fields, psfs, *, seed: int = 0):
     """(F, L, H, W) noisy defocused versions of each field at each level (rounded counts)."""
     kept = jnp.sum(psfs**2, axis=(1, 2))
-    blur = jax.jit(jax.vmap(jax.vmap(_blur_reflect, (None, 0)), (0, None)))
+    blur = jax.jit(jax.vmap(jax.vmap(blur_same_reflect, (None, 0)), (0, None)))
     expected = blur(jnp.asarray(fields, jnp.float32), psfs)
     key = jax.random.PRNGKey(seed)
     noisy = add_camera_noise(key, expected, present=kept[None, :, None, None])

@@ -172,7 +172,7 @@ def defocus_psf(optics, z_um, *, size=None, oversample=1, num_nodes=128):
         optics: `Optics` pytree (fields may be traced or differentiated).
         z_um: scalar defocus distance in µm (differentiable).
         size: static odd kernel size; None picks `kernel_size_for(optics, |z_um|)` but at
-            least 49 px, like `psf_stack`.
+            least 49 px (the paper's stack size), so a single PSF never has a shorter tail.
         oversample: static sub-samples per pixel side (pixel-area integration when > 1).
         num_nodes: static Gauss-Legendre order.
 
