@@ -2,7 +2,7 @@
 
 import sys
 
-from lbdvd_jax.cli import main
+from lbdvd_jax.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -367,6 +367,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def use_host_cores(environ=os.environ, cpu_count=None) -> int:
+    """Ask XLA for one CPU device per core (at most 8) unless the user chose a count.
+
+    XLA's CPU FFT keeps about one core busy per device, so `restore` splits its patches over
+    host devices (`shard`); the count must be in XLA_FLAGS before JAX creates its CPU client,
+    i.e. before the first array. Called by the console script and `python -m lbdvd_jax`
+    only, never on import. Returns the count requested (0: left as the user set it).
+    """
+    flags = environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return 0
+    count = max(1, min(int(cpu_count or os.cpu_count() or 1), 8))
+    environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+    return count
+
+
+def entry() -> int:
+    """Console-script entry point: one XLA host device per core, then :func:`main`."""
+    use_host_cores()
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the `lbdvd` command; returns the exit status (0 ok, 2 user error)."""
     argv = sys.argv[1:] if argv is None else list(argv)

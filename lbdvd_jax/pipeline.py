@@ -26,8 +26,8 @@ import numpy as np
 from lbdvd_jax.data import BG_LABEL
 from lbdvd_jax.deconv import richardson_lucy
 from lbdvd_jax.optics import Optics
-from lbdvd_jax.patches import (DEFAULT_CONTEXT, patch_grid, rectangular_weights,
-                               sharded_map, triangular_weights)
+from lbdvd_jax.patches import (DEFAULT_CONTEXT, deconvolve_streaming, gather_windows,
+                               patch_grid)
 from lbdvd_jax.psf import psf_stack
 
 __all__ = ["MODES", "Restoration", "level_map_pixels", "predict_levels", "restore",
@@ -69,9 +69,7 @@ def _grid_shape(origins):
 
 @functools.partial(jax.jit, static_argnames=("patch",))
 def _gather(padded, origins, *, patch):
-    r = origins[:, 0, None] + jnp.arange(patch)
-    c = origins[:, 1, None] + jnp.arange(patch)
-    return padded[r[:, :, None], c[:, None, :]]
+    return gather_windows(padded, origins, patch)
 
 
 def predict_levels(image, *, model, stride: int = 42, chunk_size: int = 1024):
@@ -101,13 +99,6 @@ def predict_levels(image, *, model, stride: int = 42, chunk_size: int = 1024):
     return jnp.concatenate(labels), jnp.concatenate(probs), origins
 
 
-def _weights_table(weights, patch, dtype):
-    if isinstance(weights, str):
-        fn = {"triangular": triangular_weights, "rectangular": rectangular_weights}[weights]
-        return fn(patch, dtype=dtype)
-    return jnp.asarray(weights, dtype)
-
-
 _PROGRESS: list = [None]  # the current restore() call's progress callback (host side)
 
 
@@ -120,50 +111,11 @@ def _report_progress(done, total):
                                              "chunk_size", "pad_mode", "shard", "report"))
 def _deconvolve_core(image, kernels, active, background, *, stride, context, weights, num_iter,
                      chunk_size, pad_mode, shard=False, report=False):
-    """Chunked depth-variant RL + weighted montage; `active` patches first, the rest pass."""
-    origins = patch_grid(image.shape, patch=PATCH, stride=stride)
-    n, size, c = len(origins), PATCH + 2 * context, context
-    cs = min(chunk_size, n)
-    nch = math.ceil(n / cs)
-    pad = nch * cs - n
-    order = jnp.argsort(~active, stable=True).astype(jnp.int32)  # active patches first
-    order = jnp.concatenate([order, jnp.full((pad,), n, jnp.int32)])  # n: padding, dropped
-    valid = jnp.arange(nch * cs) < n
-    org = jnp.concatenate([jnp.asarray(origins), jnp.zeros((1, 2), jnp.int32)])
-    kernels = jnp.concatenate([kernels, kernels[:1]])
-    act = jnp.concatenate([active, jnp.zeros((1,), bool)])
-    padded = jnp.pad(image, c, mode=pad_mode)
-    w = _weights_table(weights, PATCH, image.dtype)
-    n_active = jnp.sum(active)
-    rl = jax.vmap(lambda x, h: richardson_lucy(x, h, num_iter=num_iter))
-    if shard:  # split each chunk over the local devices (CPU: forced host device count)
-        rl = sharded_map(rl)
-
-    def body(i, acc):
-        num, den = acc
-        idx = jax.lax.dynamic_slice_in_dim(order, i * cs, cs)
-        o = org[idx]
-        win = _gather(padded, o, patch=size)
-        ker = kernels[idx]
-        out = jax.lax.cond(i * cs < n_active,
-                           lambda: rl(jnp.maximum(win - background, 0), ker) + background,
-                           lambda: win)
-        keep = act[idx][:, None, None]
-        inner = jnp.where(keep, out, win)[:, c:c + PATCH, c:c + PATCH]
-        ok = jax.lax.dynamic_slice_in_dim(valid, i * cs, cs)[:, None, None]
-        r = o[:, 0, None] + jnp.arange(PATCH)
-        q = o[:, 1, None] + jnp.arange(PATCH)
-        if report:  # host callback after each chunk: patches done so far, out of n
-            jax.debug.callback(_report_progress, jnp.minimum((i + 1) * cs, n), n)
-        num = num.at[r[:, :, None], q[:, None, :]].add(jnp.where(ok, inner * w, 0))
-        den = den.at[r[:, :, None], q[:, None, :]].add(jnp.broadcast_to(jnp.where(ok, w, 0),
-                                                                          inner.shape))
-        return num, den
-
-    zeros = jnp.zeros(image.shape, image.dtype)
-    num, den = jax.lax.fori_loop(0, nch, body, (zeros, zeros))
-    good = den > 0
-    return jnp.where(good, num / jnp.where(good, den, 1), 0)
+    """`deconvolve_streaming` compiled once per image shape and configuration."""
+    return deconvolve_streaming(image, kernels, active, background=background, patch=PATCH,
+                                stride=stride, context=context, weights=weights,
+                                num_iter=num_iter, chunk_size=chunk_size, pad_mode=pad_mode,
+                                shard=shard, report=_report_progress if report else None)
 
 
 def _oracle_labels(levels, shape, origins):
@@ -216,7 +168,7 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
     n = len(origins)
     if mode in ("dv", "soft"):
         labels, probs, _ = predict_levels(image, model=model, stride=stride,
-                                          chunk_size=max(chunk_size, 256))
+                                          chunk_size=max(chunk_size or 0, 256))
     elif mode == "oracle":
         labels = _oracle_labels(levels, image.shape, origins)
         probs = jax.nn.one_hot(labels, NUM_CLASSES, dtype=image.dtype)
@@ -264,8 +216,8 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
 
 def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None,
             stride: int = 42, weights="triangular", context: int | None = None,
-            num_iter: int = 15, chunk_size: int = 128, psf_size: int = 49,
-            pad_mode: str = "reflect", shard: bool = False, background="auto",
+            num_iter: int = 15, chunk_size: int | None = None, psf_size: int = 49,
+            pad_mode: str = "reflect", shard: bool | None = None, background="auto",
             progress=None, _timings: dict | None = None) -> Restoration:
     """Learning-based depth-variant deconvolution of a wide-field image (or a stack of them).
 
@@ -285,7 +237,8 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
       context: static px of real neighbours around each patch (default 24 = the 20 µm PSF
         radius; the paper's 110-px window is 13).
       num_iter: static RL iterations (paper: 15).
-      chunk_size: static patches per chunk; bounds memory, does not change the result.
+      chunk_size: static patches per streaming step (None: 8 on a CPU, 256 on an accelerator);
+        bounds memory, does not change the result.
       psf_size: static odd PSF size (49 holds 99 % of the 20 µm PSF).
       pad_mode: static, beyond the image: 'reflect' (default) or 'constant' (zeros, as the
         paper allows; with a camera offset of ~100 counts zeros cost 4-5 dB of PSNR, see README).
@@ -295,8 +248,10 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
         the paper's RL on raw counts, whose window edges ring; see README).
       progress: optional host callable `progress(patches_done, patches_total)`, called after
         every chunk of patches (a progress bar); None (default) adds no callback.
-      shard: static; split every chunk of patches over `jax.local_devices()` (on a CPU, start
-        Python with XLA_FLAGS=--xla_force_host_platform_device_count=2 to use two cores).
+      shard: static; split each step's patches and the classifier's batches over
+        `jax.local_devices()`. None (default): when there is more than one. On a CPU, start
+        Python with XLA_FLAGS=--xla_force_host_platform_device_count=2 (the `lbdvd` command
+        does) so that XLA's FFTs use two cores: 1.5x faster on the 2-core test machine.
 
     Returns:
       `Restoration(image, levels, probs, origins)`.
@@ -317,7 +272,8 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
     psfs = psf_stack(optics, size=psf_size)
     opts = dict(model=model, psfs=psfs, mode=mode, stride=int(stride), context=context,
                 weights=weights if isinstance(weights, str) else weights, num_iter=int(num_iter),
-                chunk_size=int(chunk_size), pad_mode=pad_mode, shard=bool(shard),
+                chunk_size=None if chunk_size is None else int(chunk_size), pad_mode=pad_mode,
+                shard=jax.local_device_count() > 1 if shard is None else bool(shard),
                 background=background, progress=progress,
                 timings=_timings)
     if not isinstance(weights, str):

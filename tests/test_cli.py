@@ -140,3 +140,28 @@ def test_demo_refuses_existing_outputs(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path)]) == 2
     assert "--overwrite" in _err_line(capsys)
     assert (tmp_path / "real_z00_dv.tif").read_bytes() == b"keep"
+
+
+def test_use_host_cores_respects_the_user_and_caps():
+    from lbdvd_jax.cli import use_host_cores
+
+    env = {"XLA_FLAGS": "--xla_cpu_foo=1"}
+    assert use_host_cores(env, cpu_count=2) == 2
+    assert env["XLA_FLAGS"] == "--xla_cpu_foo=1 --xla_force_host_platform_device_count=2"
+    assert use_host_cores(env, cpu_count=4) == 0  # already set: left alone
+    env = {}
+    assert use_host_cores(env, cpu_count=64) == 8
+    assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8"
+
+
+def test_module_entry_point_uses_one_device_per_core():
+    code = ("import runpy, sys, jax; sys.argv = ['lbdvd', '--version']\n"
+            "from lbdvd_jax import cli\n"
+            "try:\n    cli.entry()\nexcept SystemExit:\n    pass\n"
+            "import os; print(jax.local_device_count(), min(os.cpu_count(), 8))")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got, want = out.stdout.split()[-2:]
+    assert got == want

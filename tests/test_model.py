@@ -127,3 +127,26 @@ def test_classify_patches_bad_model_and_batch(tiny):
         classify_patches(object(), np.zeros((1, 16, 16)))
     with pytest.raises(ValueError, match="batch_size"):
         classify_patches(tiny, np.zeros((1, 16, 16)), batch_size=0)
+
+
+@pytest.mark.parametrize("use_batchnorm", [True, False])
+def test_folded_inference_equals_the_module(use_batchnorm, rng, x64):
+    """BN folded into the convs (what classify_patches runs) == conv -> BN -> ReLU in float64."""
+    from lbdvd_jax.model import delpnet_inference, fold_batchnorm
+
+    cfg = DelpNetConfig(features=((4, 5, 2), (6, 3, 1), (8, 3, 2)), patch_size=16,
+                        use_batchnorm=use_batchnorm)
+    model = DelpNet(cfg, rngs=nnx.Rngs(3))
+    for norm in model.norms:  # running statistics far from (0, 1)
+        c = norm.mean[...].shape[0]
+        norm.mean[...] = jnp.asarray(rng.normal(0, 0.5, c), jnp.float32)
+        norm.var[...] = jnp.asarray(rng.uniform(0.2, 3.0, c), jnp.float32)
+        norm.scale[...] = jnp.asarray(rng.uniform(0.5, 2.0, c), jnp.float32)
+        norm.bias[...] = jnp.asarray(rng.normal(0, 0.3, c), jnp.float32)
+    graphdef, state = nnx.split(model)
+    model = nnx.merge(graphdef, jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), state))
+    x = jnp.asarray(rng.random((5, 16, 16, 1)), jnp.float64)
+    ref = jax.nn.softmax(model(x), axis=-1)
+    out = delpnet_inference(fold_batchnorm(model), x, strides=(2, 1, 2))
+    assert out.dtype == jnp.float64
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-13)

@@ -10,6 +10,9 @@ from lbdvd_jax import (
     depth_invariant_deconvolve, depth_variant_deconvolve, extract_patches, montage, patch_grid,
     rectangular_weights, richardson_lucy, seam_score, sharded_map, triangular_weights,
 )
+from lbdvd_jax.patches import (
+    deconvolve_streaming, deconvolve_windows, gather_windows, scatter_add_windows,
+)
 from tests.reference import patchwise_ref
 
 PATCH = 84
@@ -214,3 +217,43 @@ def test_bad_input():
     with pytest.raises(ValueError, match="weights must have shape"):
         montage(np.ones((n, 84, 84), np.float32), patch_grid(img.shape), img.shape,
                 weights=np.ones((3, 3)))
+
+
+def test_windowed_gather_and_scatter_add_match_loops(rng):
+    img = rng.random((57, 71)).astype(np.float32)
+    o = np.array([[0, 0], [10, 3], [10, 3], [40, 50], [47, 61]], np.int32)  # repeats overlap
+    win = np.asarray(gather_windows(img, o, 10))
+    for (r, c), w in zip(o, win):
+        np.testing.assert_array_equal(w, img[r:r + 10, c:c + 10])
+    upd = rng.random((len(o), 10, 10)).astype(np.float32)
+    ref = np.ones_like(img)
+    for (r, c), u in zip(o, upd):
+        ref[r:r + 10, c:c + 10] += u
+    np.testing.assert_allclose(scatter_add_windows(jnp.ones_like(img), o, upd), ref, rtol=1e-6)
+
+
+def test_deconvolve_windows_batching_does_not_change_the_result(rng):
+    win = jnp.asarray(rng.random((7, 30, 30)) * 100 + 1, jnp.float32)
+    ker = jnp.asarray(_psfs()[np.arange(7) % 4])
+    full = jax.vmap(lambda x, h: richardson_lucy(x, h, num_iter=3))(win, ker)
+    for cs in (1, 2, 3, 7, 100, None):
+        out = jax.jit(lambda w, k, cs=cs: deconvolve_windows(w, k, num_iter=3, chunk_size=cs))(win, ker)
+        np.testing.assert_allclose(out, full, rtol=1e-6)
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        deconvolve_windows(win, ker, chunk_size=0)
+
+
+def test_streaming_background_is_subtracted_and_restored(x64):
+    """background b: RL of max(window - b, 0), plus b; a flat image at b stays flat."""
+    img = np.maximum(_cells((130, 101)), 0) + 50.0
+    g = patch_grid(img.shape)
+    psfs = _psfs(np.float64)
+    kern = psfs[np.arange(len(g)) % 4]
+    active = np.arange(len(g)) % 3 != 0
+    out = deconvolve_streaming(img, kern, active, background=50.0, context=7, num_iter=4)
+    ref = patchwise_ref(img - 50.0, np.where(active, np.arange(len(g)) % 4, 11),
+                        psfs, 84, 42, 7, 4, "triangular", (11,))
+    np.testing.assert_allclose(out, ref + 50.0, rtol=1e-10)
+    flat = deconvolve_streaming(np.full((90, 90), 50.0), psfs[np.zeros(4, int) + 3],
+                                np.ones(4, bool), background=50.0, context=7, num_iter=4)
+    np.testing.assert_allclose(flat, 50.0, rtol=1e-12)
