@@ -15,8 +15,11 @@ Baselines, same run, same windows, PSFs, initial estimate (the observed window) 
 
 JAX runs in one jit; with ``--devices 2`` (default on CPU) the process starts with two XLA host
 devices and the patch batch is split over them with ``shard_map`` (``shard=True``), because
-XLA's CPU FFT keeps about one core busy. ``--sweep`` adds FFT sizes, shard on/off, skipping
-level-0 patches or not, and the context-cost table (patch-wise vs whole-image RL).
+XLA's CPU FFT keeps about one core busy, and RL runs in cache-sized batches of windows
+(``patches.default_chunk_size``). ``--sweep`` adds FFT sizes, shard on/off, skipping
+level-0 patches or not, the streaming step (patches per step, split over the devices,
+then RL batches of ``default_chunk_size``), and the context-cost table (patch-wise vs
+whole-image RL).
 
     python benchmarks/bench_deconv.py [--quick] [--sweep] [--devices N] [--context C]
 
@@ -57,7 +60,9 @@ from lbdvd_jax import (  # noqa: E402
     richardson_lucy, seam_score, triangular_weights,
 )
 from lbdvd_jax.deconv import fast_fft_size  # noqa: E402
-from lbdvd_jax.patches import DEFAULT_CONTEXT  # noqa: E402
+from lbdvd_jax.patches import (  # noqa: E402
+    DEFAULT_CONTEXT, default_chunk_size, default_stream_chunk,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = (ROOT.parent / "shared/data/real/bbbc006/infocus/"
@@ -154,12 +159,10 @@ def main(args):
     shard = jax.local_device_count() > 1
     repeats = 2 if args.quick else 5
 
-    def ours_fn(fft, shard=shard, skip=True):
-        kw = dict(context=context, fft_shape=(fft, fft), shard=shard)
-        if skip:  # concrete levels: only active patches are computed
-            return jax.jit(lambda x: depth_variant_deconvolve(x, levels, psfs, **kw))
-        g = jax.jit(lambda x, lv: depth_variant_deconvolve(x, lv, psfs, **kw))  # traced levels
-        return lambda x: g(x, levels)
+    def ours_fn(fft, shard=shard, skip=True, chunk=None):
+        kw = dict(context=context, fft_shape=(fft, fft), shard=shard, chunk_size=chunk,
+                  passthrough=(0, 11) if skip else (11,))  # no skip: level 0 deconvolved too
+        return jax.jit(lambda x: depth_variant_deconvolve(x, levels, psfs, **kw))
 
     ours = ours_fn(fft_n)
     t0 = time.perf_counter()
@@ -197,6 +200,7 @@ def main(args):
         "shape": list(image.shape), "patches": len(origins), "active_patches": active,
         "context": context, "window": win, "fft_size": fft_n, "iterations": ITERS,
         "sharded_devices": jax.local_device_count() if shard else 1,
+        "rl_batch": default_chunk_size(), "stream_step": default_stream_chunk(),
         "ours": t_ours, "scipy_loop": t_base, "skimage_function": t_sk,
         "speedup_vs_skimage": t_base["median_s"] / t_ours["median_s"],
         "speedup_vs_skimage_function": t_sk["median_s"] / t_ours["median_s"],
@@ -212,13 +216,15 @@ def main(args):
 
     if args.sweep:
         sweep = []
-        configs = [(n, s, True) for n in sorted({fft_n, 162, 168, 180, 192}) if n >= fft_n
-                   for s in ({False, shard})] + [(fft_n, shard, False)]
-        for n, s, skip in configs:
-            f = ours_fn(n, shard=s, skip=skip)
+        configs = ([(n, s, True, None) for n in sorted({fft_n, 162, 168, 180, 192}) if n >= fft_n
+                    for s in ({False, shard})] + [(fft_n, shard, False, None)]
+                   + [(fft_n, shard, True, c) for c in (2, 4, 16, 64, 256)])
+        for n, s, skip, chunk in configs:
+            f = ours_fn(n, shard=s, skip=skip, chunk=chunk)
             t = timed(lambda: f(image), 3)
             pts = active if skip else len(origins)
             sweep.append({"fft": n, "shard": s, "skip_level0": skip,
+                          "stream_step": chunk or default_stream_chunk(),
                           "median_s": round(t["median_s"], 3), "iqr_s": round(t["iqr_s"], 3),
                           "fft_gflops": round(fft_flops(pts, n) / t["median_s"] / 1e9, 2),
                           "load": round(os.getloadavg()[0], 2)})

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lbdvd_jax.phantoms import PHANTOM_KINDS, phantoms
+from lbdvd_jax.validate import is_concrete
 
 __all__ = [
     "BG_LABEL", "COUNT_SCALE", "CameraModel", "GAIN", "OFFSET", "PATCH", "READ_NOISE", "add_camera_noise",
@@ -491,6 +492,12 @@ def synth_batch(key, fields, psfs, *, batch_size=128, augment=True, phantom_frac
         if np.shape(level_mask) != (fields.shape[0], psfs.shape[0]):
             raise ValueError(f"level_mask: got shape {np.shape(level_mask)}, expected "
                              f"{(fields.shape[0], psfs.shape[0])} (fields x levels)")
+        if levels is not None and is_concrete(level_mask) and is_concrete(levels):
+            held = np.asarray(level_mask, bool).any(axis=0)
+            missing = sorted(set(np.asarray(levels).ravel().tolist()) - set(np.flatnonzero(held).tolist()))
+            if missing:
+                raise ValueError(f"levels: level(s) {missing} have no field allowed by level_mask; "
+                                 "request only levels the mask holds (level_mask.any(axis=0))")
     lv, fidx = _sample_levels_fields(u, fields.shape[0], psfs.shape[0], level_mask, levels)
     windows = _field_windows(u[: batch_size - n_ph], fields, fidx[: batch_size - n_ph], window=window)
     present = jnp.ones((batch_size,), fields.dtype)

@@ -192,7 +192,8 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
     if isinstance(background, str):
         if background != "auto":
             raise ValueError(f"background: got {background!r}, expected 'auto' or counts")
-        background = jnp.percentile(image, 0.5)
+        # on the host: XLA's CPU sort took 110 ms for a 696x520 image, NumPy's select 3 ms
+        background = float(np.percentile(np.asarray(image), 0.5))
     background = jnp.asarray(background, image.dtype)
     _PROGRESS[0] = progress
     try:

@@ -245,6 +245,11 @@ def test_synth_batch_bad_input(small):
         synth_batch(jax.random.key(0), fields, psfs, patch=24, phantom_fraction=1.5)
     with pytest.raises(ValueError, match="level_mask"):
         synth_batch(jax.random.key(0), fields, psfs, patch=24, level_mask=np.ones((2, 11), bool))
+    no_level_3 = np.ones((fields.shape[0], 11), bool)
+    no_level_3[:, 3] = False
+    with pytest.raises(ValueError, match=r"level\(s\) \[3\] have no field"):
+        synth_batch(jax.random.key(0), fields, psfs, patch=24, batch_size=4, level_mask=no_level_3,
+                    levels=np.array([1, 3, 3, 5]))
     with pytest.raises(ValueError, match="positions"):
         defocus_crops(jax.random.key(0), fields[0], psfs, np.array([1]), num_crops=2, patch=24,
                       positions=np.zeros((1, 2)))
