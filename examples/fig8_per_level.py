@@ -47,13 +47,27 @@ def main(argv=None):
     p.add_argument("--iterations", type=int, default=15)
     p.add_argument("--model", default=None, help="DelpNet weights (default: shipped)")
     p.add_argument("--no-blind", action="store_true")
+    p.add_argument("--tune", action="store_true",
+                   help="tune a per-level RL iteration table on the TRAINING fields first and add "
+                        "dv_tuned / dv_oracle_tuned (that table, predicted / true level)")
     p.add_argument("-o", "--output", default="fig8.json")
     p.add_argument("--png", default=None)
     args = p.parse_args(argv)
     model, source = _load_model(args.model)
+    tuning = None
+    if args.tune:
+        from lbdvd_jax.data import load_infocus_fields, split_fields
+        from lbdvd_jax.evaluation import SHARED_INFOCUS, tune_iterations
+        fields, names = load_infocus_fields(SHARED_INFOCUS)
+        train = split_fields(names, seed=0)["train"]
+        tuning = tune_iterations(fields[train], per_level=args.per_level, seed=1)
+        tuning["fields"] = [names[i] for i in train]
+        print("tuned iterations per level (training fields):", tuning["table"])
     result = fig8_evaluation(model=model, per_level=args.per_level, num_iter=args.iterations,
-                             blind=not args.no_blind)
+                             blind=not args.no_blind,
+                             iterations=None if tuning is None else tuning["table"])
     result["model"] = source
+    result["tuning"] = tuning
     pathlib.Path(args.output).write_text(json.dumps(result, indent=1))
     print(format_fig8(result))
     if args.png:

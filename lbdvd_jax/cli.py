@@ -309,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=42)
     p.add_argument("--weights", choices=("triangular", "rectangular"), default="triangular")
     p.add_argument("--context", type=int, default=None, help="context pixels around patches")
-    p.add_argument("--iterations", type=int, default=15)
+    p.add_argument("--iterations", type=_iterations, default=15,
+                   help="RL iterations: one count (paper: 15) or 11 comma-separated counts, one "
+                        "per defocus level (e.g. from examples/fig8_per_level.py --tune)")
     p.add_argument("--background", default="auto",
                    help="counts subtracted before RL and added back: 'auto' (0.5th percentile, "
                         "default) or a number, e.g. 0 for the paper's RL on raw counts")
@@ -365,6 +367,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _iterations(text):
+    """`--iterations`: an int, or 11 comma-separated ints (one per defocus level)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or 11 comma-separated ints, got {text!r}")
+    if any(v < 0 for v in values) or len(values) not in (1, 11):
+        raise argparse.ArgumentTypeError(f"expected an int >= 0 or 11 comma-separated ints >= 0 "
+                                         f"(one per level 0..10), got {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def use_host_cores(environ=os.environ, cpu_count=None) -> int:

@@ -81,7 +81,7 @@ def _rl_step(image, est, otf, shape, eps):
     return est * _filter(ratio, jnp.conj(otf), shape)
 
 
-def richardson_lucy(image, psf, *, num_iter=15, eps=_EPS, fft_shape=None):
+def richardson_lucy(image, psf, *, num_iter=15, eps=_EPS, fft_shape=None, stop=None):
     """Richardson-Lucy deconvolution of one 2-D image with a known PSF (paper Eq. 3).
 
     ``o_{t+1} = o_t * [(i / (h (x) o_t)) (x) h(-x, -y)]`` with ``o_0 = i`` (the observed image
@@ -96,6 +96,9 @@ def richardson_lucy(image, psf, *, num_iter=15, eps=_EPS, fft_shape=None):
             in value or gradient when the image has zeros).
         fft_shape: static padded FFT size ``(Ph, Pw)``; default: the smallest 2-3-5-7-smooth
             sizes >= ``(H + kh // 2, W + kw // 2)``.
+        stop: optional traced int: the estimate stops changing after ``stop`` iterations
+            (``min(stop, num_iter)`` are applied). Under ``vmap`` every image can stop at its
+            own count (e.g. per defocus level) while the loop runs ``num_iter`` times.
 
     Returns:
         (H, W) deconvolved image, same dtype as ``image``.
@@ -118,8 +121,12 @@ def richardson_lucy(image, psf, *, num_iter=15, eps=_EPS, fft_shape=None):
         raise ValueError(f"num_iter must be >= 0; got {num_iter!r}.")
     shape = _fft_shape(image.shape, psf.shape, fft_shape)
     otf = _otf(psf, shape)
-    return jax.lax.fori_loop(0, num_iter, lambda _, est: _rl_step(image, est, otf, shape, eps),
-                             image)
+    if stop is None:
+        return jax.lax.fori_loop(0, num_iter,
+                                 lambda _, est: _rl_step(image, est, otf, shape, eps), image)
+    return jax.lax.fori_loop(
+        0, num_iter, lambda i, est: jnp.where(i < stop, _rl_step(image, est, otf, shape, eps), est),
+        image)
 
 
 def blind_richardson_lucy(image, psf0, *, num_iter=15, psf_iter=1, eps=_EPS, fft_shape=None):

@@ -29,7 +29,7 @@ from lbdvd_jax.validate import check_float_array, check_image, check_psf, is_con
 
 __all__ = [
     "DEFAULT_CONTEXT", "deconvolve_streaming", "deconvolve_windows", "default_chunk_size",
-    "default_stream_chunk", "depth_invariant_deconvolve",
+    "default_stream_chunk", "depth_invariant_deconvolve", "iteration_counts",
     "depth_variant_deconvolve", "extract_patches", "gather_windows", "montage", "patch_grid",
     "rectangular_weights", "scatter_add_windows", "seam_score", "sharded_map",
     "triangular_weights",
@@ -226,20 +226,48 @@ def default_chunk_size(backend=None):
     return 2 if (backend or jax.default_backend()) == "cpu" else 256
 
 
-def deconvolve_windows(windows, kernels, *, num_iter=15, chunk_size=None, fft_shape=None):
+def deconvolve_windows(windows, kernels, iters=None, *, num_iter=15, chunk_size=None,
+                       fft_shape=None):
     """Richardson-Lucy of (n, s, s) windows, each with its own (n, k, k) kernel.
 
     One ``fori_loop`` per batch of ``chunk_size`` windows, vmapped, and ``lax.map`` over the
     batches; the output does not depend on ``chunk_size`` (None: :func:`default_chunk_size`).
+    ``iters``: optional (n,) int, each window's own iteration count (<= ``num_iter``).
     """
     n = windows.shape[0]
     chunk_size = default_chunk_size() if chunk_size is None else int(chunk_size)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}.")
-    rl = lambda x, h: richardson_lucy(x, h, num_iter=num_iter, fft_shape=fft_shape)  # noqa: E731
+    rl = lambda x, h, s=None: richardson_lucy(x, h, num_iter=num_iter,  # noqa: E731
+                                              fft_shape=fft_shape, stop=s)
+    args = (windows, kernels) if iters is None else (windows, kernels, iters)
     if chunk_size >= n:
-        return jax.vmap(rl)(windows, kernels)
-    return jax.lax.map(lambda wk: rl(*wk), (windows, kernels), batch_size=chunk_size)
+        return jax.vmap(rl)(*args)
+    return jax.lax.map(lambda a: rl(*a), args, batch_size=chunk_size)
+
+
+def iteration_counts(num_iter, levels, num_levels):
+    """Static loop length and per-patch iteration counts for an int or a per-level table.
+
+    Args:
+        num_iter: an int (every patch) or a sequence of ``num_levels`` ints (the count for a
+            patch deconvolved with level ``l``'s PSF is ``num_iter[l]``).
+        levels: (n,) int labels (clipped into the table).
+        num_levels: number of PSF levels.
+
+    Returns:
+        ``(max_iter, iters)``: a Python int and an (n,) int32 array.
+    """
+    if np.ndim(num_iter) == 0:
+        it = int(num_iter)
+        if it < 0:
+            raise ValueError(f"num_iter must be >= 0; got {it!r}.")
+        return it, jnp.full(jnp.shape(levels), it, jnp.int32)
+    table = np.asarray(num_iter)
+    if table.shape != (num_levels,) or not np.issubdtype(table.dtype, np.integer) or (table < 0).any():
+        raise ValueError(f"num_iter must be an int or one non-negative int per PSF level "
+                         f"({num_levels}); got {num_iter!r}.")
+    return int(table.max()), jnp.asarray(table, jnp.int32)[jnp.clip(levels, 0, num_levels - 1)]
 
 
 def _check_levels(levels, n, num_psfs, passthrough):
@@ -267,7 +295,7 @@ def default_stream_chunk(backend=None):
     return 8 if (backend or jax.default_backend()) == "cpu" else 256
 
 
-def deconvolve_streaming(image, kernels, active, *, background=None, patch=84, stride=42,
+def deconvolve_streaming(image, kernels, active, iters=None, *, background=None, patch=84, stride=42,
                          context=DEFAULT_CONTEXT, weights="triangular", num_iter=15,
                          chunk_size=None, pad_mode="constant", fft_shape=None, shard=False,
                          report=None):
@@ -284,6 +312,8 @@ def deconvolve_streaming(image, kernels, active, *, background=None, patch=84, s
         image: (H, W) non-negative float image.
         kernels: (n, k, k) PSF per patch of ``patch_grid(image.shape, patch, stride)``.
         active: (n,) bool; False patches keep their observed pixels.
+        iters: optional (n,) int, each patch's own RL iteration count (<= ``num_iter``, the
+            static loop length); see :func:`iteration_counts`.
         background: None (the windows as they are), or counts subtracted from each window
             before RL (clipped at 0) and added back after, so that RL's zero-padded
             convolutions meet no step at the window edge.
@@ -307,6 +337,8 @@ def deconvolve_streaming(image, kernels, active, *, background=None, patch=84, s
     order = jnp.concatenate([order, jnp.full((pad,), n, jnp.int32)])  # index n: padding
     org = jnp.concatenate([jnp.asarray(origins), jnp.zeros((1, 2), jnp.int32)])
     kernels = jnp.concatenate([kernels, kernels[:1]])
+    if iters is not None:
+        iters = jnp.concatenate([jnp.asarray(iters, jnp.int32), jnp.zeros((1,), jnp.int32)])
     act = jnp.concatenate([active, jnp.zeros((1,), bool)])
     real = jnp.concatenate([jnp.ones((n,), bool), jnp.zeros((1,), bool)])
     padded = jnp.pad(image, c, mode=pad_mode)
@@ -318,7 +350,9 @@ def deconvolve_streaming(image, kernels, active, *, background=None, patch=84, s
     if background is not None:
         bg = jnp.asarray(background, image.dtype)
         rl_raw = rl
-        rl = lambda x, k: rl_raw(jnp.maximum(x - bg, 0), k) + bg  # noqa: E731
+        rl = lambda x, *rest: rl_raw(jnp.maximum(x - bg, 0), *rest) + bg  # noqa: E731
+    per_patch = (lambda idx: (kernels[idx],)) if iters is None else (  # noqa: E731
+        lambda idx: (kernels[idx], iters[idx]))
 
     def step(i, acc):
         num, den = acc
@@ -326,9 +360,10 @@ def deconvolve_streaming(image, kernels, active, *, background=None, patch=84, s
         o = org[idx]
         win = gather_windows(padded, o, size)
         out = jax.lax.cond(i * cs < n_active,
-                           lambda: rl(win, kernels[idx]),
+                           lambda: rl(win, *per_patch(idx)),
                            lambda: win)
-        inner = jnp.where(act[idx][:, None, None], out, win)[:, c:c + patch, c:c + patch]
+        keep = act[idx] if iters is None else act[idx] & (iters[idx] > 0)  # 0 iterations: as observed
+        inner = jnp.where(keep[:, None, None], out, win)[:, c:c + patch, c:c + patch]
         wk = jnp.where(real[idx][:, None, None], w, 0)  # padding steps add nothing
         if report is not None:
             jax.debug.callback(report, jnp.minimum((i + 1) * cs, n), n)
@@ -362,7 +397,8 @@ def depth_variant_deconvolve(image, levels, psfs, *, patch=84, stride=42, contex
         context: static px of neighbours around each patch (paper: 13). The default, 24, is
             the PSF radius at 20 um; the measured cost of 13 px is in the README.
         weights: ``'triangular'``, ``'rectangular'`` or a (patch, patch) array.
-        num_iter: static RL iterations (paper: 15).
+        num_iter: static RL iterations (paper: 15), or one count per PSF level (a patch of
+            level ``l`` gets ``num_iter[l]``; see ``evaluation.tune_iterations``).
         chunk_size: static patches per streaming step; bounds memory (one step of windows
             lives at once). None: 8 on a CPU, 256 on an accelerator
             (:func:`default_stream_chunk`); inside a step RL runs in cache-sized batches
@@ -396,7 +432,8 @@ def depth_variant_deconvolve(image, levels, psfs, *, patch=84, stride=42, contex
     _weights(weights, patch, image.dtype)  # validate early
     active = ~jnp.isin(levels, jnp.asarray(passthrough, levels.dtype))
     kernels = psfs[jnp.clip(levels, 0, psfs.shape[0] - 1)]
-    return deconvolve_streaming(image, kernels, active, patch=patch, stride=stride,
+    num_iter, iters = iteration_counts(num_iter, levels, psfs.shape[0])
+    return deconvolve_streaming(image, kernels, active, iters, patch=patch, stride=stride,
                                 context=context, weights=weights, num_iter=num_iter,
                                 chunk_size=chunk_size, pad_mode=pad_mode, fft_shape=fft_shape,
                                 shard=shard)

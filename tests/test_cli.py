@@ -165,3 +165,15 @@ def test_module_entry_point_uses_one_device_per_core():
     assert out.returncode == 0, out.stderr[-2000:]
     got, want = out.stdout.split()[-2:]
     assert got == want
+
+
+def test_iterations_option_parses_one_or_eleven_counts():
+    import argparse
+
+    from lbdvd_jax.cli import _iterations
+
+    assert _iterations("15") == 15
+    assert _iterations("0,1,15,15,15,15,15,15,15,15,15") == (0, 1) + (15,) * 9
+    for bad in ("x", "1,2", "-1", "1," * 10 + "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected an int"):
+            _iterations(bad)

@@ -145,3 +145,13 @@ def test_bad_options():
         richardson_lucy(img, psf, num_iter=-1)
     with pytest.raises(ValueError, match="psf0 must be normalised"):
         blind_richardson_lucy(img, psf * 2)
+
+
+def test_stop_freezes_each_image_at_its_own_count(x64, rng):
+    """stop=k under vmap == the float64 oracle run for k iterations, image by image."""
+    imgs = np.stack([_image(rng, (30, 30)) for _ in range(4)])
+    psf = gaussian_psf_ref(9, 1.5)
+    stops = np.array([0, 1, 5, 9])  # 9 > num_iter: capped at num_iter
+    out = jax.vmap(lambda x, s: richardson_lucy(x, psf, num_iter=6, stop=s))(imgs, stops)
+    for i, k in enumerate(np.minimum(stops, 6)):
+        np.testing.assert_allclose(out[i], rl_ref(imgs[i], psf, int(k)), rtol=1e-10)

@@ -193,3 +193,21 @@ def test_bad_input(rng):
         restore(img[None, None], mode="di")
     with pytest.raises(ValueError, match="weights"):
         restore(img, mode="di", weights="gaussian")
+
+
+def test_per_level_iteration_table(rng):
+    """A table of one count == that int; a 0 for a level == passing that level through."""
+    img = _image(rng).astype(np.float32)
+    labels = np.array([1, 2, 3, 1, 2, 3, 11, 1, 2, 3, 1, 2])
+    flat = restore(img, mode="oracle", levels=labels, **FAST)
+    table = restore(img, mode="oracle", levels=labels, **{**FAST, "num_iter": (4,) * 11})
+    np.testing.assert_allclose(table.image, flat.image, rtol=1e-6)
+    opts = {**FAST, "background": 110.0}  # 0 iterations: untouched, not clipped at background
+    skip1 = restore(img, mode="oracle", levels=labels, **{**opts, "num_iter": (4, 0) + (4,) * 9})
+    as_bg = restore(img, mode="oracle", levels=np.where(labels == 1, 11, labels), **opts)
+    np.testing.assert_allclose(skip1.image, as_bg.image, rtol=1e-6)
+    assert not np.allclose(skip1.image, restore(img, mode="oracle", levels=labels, **opts).image)
+    with pytest.raises(ValueError, match="one non-negative int per PSF level"):
+        restore(img, mode="oracle", levels=labels, **{**FAST, "num_iter": (4, 4)})
+    with pytest.raises(ValueError, match="num_iter must be >= 0"):
+        restore(img, mode="oracle", levels=labels, **{**FAST, "num_iter": -1})
