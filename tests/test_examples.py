@@ -42,3 +42,15 @@ def test_fig9(tmp_path, monkeypatch):
     _run("fig9_montage.py", ["--iterations", "2", "--crop", "210", "-o", str(out)], monkeypatch)
     res = json.loads(out.read_text())
     assert res["rectangular"]["seam_score"] > 0 and res["triangular"]["seam_score"] > 0
+
+
+def test_ablations_plumbing(tmp_path, monkeypatch):
+    """One variant end to end (tiny model): train, finalise, one row with val and test scores."""
+    out = tmp_path / "abl"
+    _run("ablations.py", ["--smoke", "--only", "no_bg", "--per-level", "2", "--out", str(out)],
+         monkeypatch)
+    rows = json.loads((out / "ablations.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["no_bg"] and rows[0]["flags"] == "--no-bg"
+    assert 0.0 <= rows[0]["test"]["accuracy"] <= 1.0
+    with pytest.raises(SystemExit, match="unknown variant"):
+        _run("ablations.py", ["--only", "nope", "--out", str(out)], monkeypatch)
