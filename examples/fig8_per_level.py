@@ -56,12 +56,10 @@ def main(argv=None):
     model, source = _load_model(args.model)
     tuning = None
     if args.tune:
-        from lbdvd_jax.data import load_infocus_fields, split_fields
-        from lbdvd_jax.evaluation import SHARED_INFOCUS, tune_iterations
-        fields, names = load_infocus_fields(SHARED_INFOCUS)
-        train = split_fields(names, seed=0)["train"]
-        tuning = tune_iterations(fields[train], per_level=args.per_level, seed=1)
-        tuning["fields"] = [names[i] for i in train]
+        from lbdvd_jax.evaluation import training_fields, tune_iterations
+        fields, names = training_fields()
+        tuning = tune_iterations(fields, per_level=args.per_level, seed=1)
+        tuning["fields"] = names
         print("tuned iterations per level (training fields):", tuning["table"])
     result = fig8_evaluation(model=model, per_level=args.per_level, num_iter=args.iterations,
                              blind=not args.no_blind,

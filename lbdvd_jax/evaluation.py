@@ -65,6 +65,26 @@ def heldout_fields(folder=None, *, seed: int = 0):
     return read_tiff(bundled_path("a01_infocus.tif")).data[None].astype(np.float32), ["a01"]
 
 
+def training_fields(folder=None, *, seed: int = 0):
+    """In-focus fields of the 'train' split of `data.split_fields` (for tuning, never scoring).
+
+    Falls back to the bundled field a01 when the shared BBBC006 folder is absent (smoke runs).
+
+    Returns:
+      (fields (F, H, W) float32, names).
+    """
+    from lbdvd_jax.data import load_infocus_fields, split_fields
+    folder = pathlib.Path(folder) if folder else SHARED_INFOCUS
+    if folder.is_dir():
+        fields, names = load_infocus_fields(folder)
+        if len(names) >= 3:
+            train = split_fields(names, seed=seed)["train"]
+            return fields[train], [names[i] for i in train]
+    from lbdvd_jax.demo import bundled_path
+    from lbdvd_jax.io import read_tiff
+    return read_tiff(bundled_path("a01_infocus.tif")).data[None].astype(np.float32), ["a01"]
+
+
 def defocused_fields(fields, psfs, *, seed: int = 0):
     """(F, L, H, W) noisy defocused versions of each field at each level (rounded counts)."""
     kept = jnp.sum(psfs**2, axis=(1, 2))
@@ -231,9 +251,9 @@ def fig8_evaluation(*, model, fields=None, optics=Optics(), per_level: int = 45,
         tuned = functools.partial(_rl_windows, background=jnp.float32(background),
                                   num_iter=int(table.max()), context=context)
         restored["dv_tuned"] = jnp.where(((labels == BG_LABEL) | (labels == 0))[:, None, None],
-                                         inp, tuned(flat, psfs[dv_lev], jnp.asarray(table[dv_lev])))
+                                         inp, tuned(flat, psfs[dv_lev], iters=jnp.asarray(table[dv_lev])))
         restored["dv_oracle_tuned"] = jnp.where((true == 0)[:, None, None], inp,
-                                                tuned(flat, psfs[true], jnp.asarray(table[true])))
+                                                tuned(flat, psfs[true], iters=jnp.asarray(table[true])))
     if blind:
         restored["blind"] = _blind_windows(flat, psfs[blind_start_level], num_iter=num_iter,
                                            context=context)

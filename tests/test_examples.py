@@ -27,11 +27,13 @@ def test_fig7(tmp_path, monkeypatch):
 @pytest.mark.filterwarnings("ignore:no shipped DelpNet")
 def test_fig8(tmp_path, monkeypatch):
     out = tmp_path / "fig8.json"
-    _run("fig8_per_level.py", ["--per-level", "2", "--iterations", "2", "-o", str(out)],
+    _run("fig8_per_level.py", ["--per-level", "2", "--iterations", "2", "--tune", "-o", str(out)],
          monkeypatch)
     res = json.loads(out.read_text())
     assert len(res["levels"]) == 11 and res["levels"][3]["n"] == 2
-    assert set(res["methods"]) == {"input", "dv", "dv_oracle", "dv_soft", "di", "blind"}
+    assert set(res["methods"]) == {"input", "dv", "dv_oracle", "dv_soft", "di", "blind",
+                                   "dv_tuned", "dv_oracle_tuned"}
+    assert res["iterations"] == res["tuning"]["table"] and len(res["iterations"]) == 11
     gain = res["levels"][0]["dv_oracle"]["psnr_gain"]["mean"]
     assert gain == 0.0  # level 0 passes through
 
