@@ -4,12 +4,13 @@
 model normalises), deconvolves each patch with the Eq. 2 PSF of its level (bg and level 0 pass
 through unchanged, as in the paper) and stitches the patches with triangular weights.
 
-Memory stays bounded on large images: patches are gathered, classified, deconvolved and
-scatter-added into the weighted sums `chunk_size` at a time, so only the image, two
-accumulators and one chunk of windows live at once. Patches to deconvolve are sorted first and
-a loop over chunks with a traced trip count skips the pass-through rest, so bg-rich images
-cost less while the deconvolution compiles once per image shape and configuration (the level
-map, the number of active patches and the mode's kernels are traced values).
+Memory stays bounded on large images: patches are classified in batches and deconvolved by
+`patches.deconvolve_streaming`, a loop over steps of `chunk_size` patches that gathers,
+deconvolves and scatter-adds each step, so only the image, two image-sized sums and one step
+of windows live at once. Patches to deconvolve are sorted first and the loop stops after the
+last of them, so bg-rich images cost less while the deconvolution compiles once per image
+shape and configuration (the level map, the number of active patches and the mode's kernels
+are traced values).
 """
 
 from __future__ import annotations
