@@ -54,5 +54,6 @@ def test_ablations_plumbing(tmp_path, monkeypatch):
     rows = json.loads((out / "ablations.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["no_bg"] and rows[0]["flags"] == "--no-bg"
     assert 0.0 <= rows[0]["test"]["accuracy"] <= 1.0
+    assert set(rows[0]["test_raw_bn"]) == {"accuracy", "within_1", "f1"}  # BN as trained
     with pytest.raises(SystemExit, match="unknown variant"):
         _run("ablations.py", ["--only", "nope", "--out", str(out)], monkeypatch)
