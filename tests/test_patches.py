@@ -11,7 +11,8 @@ from lbdvd_jax import (
     rectangular_weights, richardson_lucy, seam_score, sharded_map, triangular_weights,
 )
 from lbdvd_jax.patches import (
-    deconvolve_streaming, deconvolve_windows, gather_windows, scatter_add_windows,
+    add_windows_in_place, deconvolve_streaming, deconvolve_windows, gather_windows,
+    scatter_add_windows,
 )
 from tests.reference import patchwise_ref
 
@@ -230,6 +231,11 @@ def test_windowed_gather_and_scatter_add_match_loops(rng):
     for (r, c), u in zip(o, upd):
         ref[r:r + 10, c:c + 10] += u
     np.testing.assert_allclose(scatter_add_windows(jnp.ones_like(img), o, upd), ref, rtol=1e-6)
+    np.testing.assert_allclose(add_windows_in_place(jnp.ones_like(img), o, upd), ref, rtol=1e-6)
+    one = np.ones_like(img)
+    for r, c in o:
+        one[r:r + 10, c:c + 10] += upd[0]
+    np.testing.assert_allclose(add_windows_in_place(jnp.ones_like(img), o, upd[0]), one, rtol=1e-6)
 
 
 def test_deconvolve_windows_batching_does_not_change_the_result(rng):
