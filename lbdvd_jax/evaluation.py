@@ -41,6 +41,25 @@ PATCH = 84
 SHARED_INFOCUS = pathlib.Path(__file__).resolve().parents[2] / "shared/data/real/bbbc006/infocus"
 
 
+def _split_of(which, folder, seed):
+    """(fields, names) of one `data.split_fields` split of the shared BBBC006 fields, or None."""
+    from lbdvd_jax.data import load_infocus_fields, split_fields
+    folder = pathlib.Path(folder) if folder else SHARED_INFOCUS
+    if not folder.is_dir():
+        return None
+    fields, names = load_infocus_fields(folder)
+    if len(names) < 3:
+        return fields, names
+    idx = split_fields(names, seed=seed)[which]
+    return fields[idx], [names[i] for i in idx]
+
+
+def _bundled_field():
+    from lbdvd_jax.demo import bundled_path
+    from lbdvd_jax.io import read_tiff
+    return read_tiff(bundled_path("a01_infocus.tif")).data[None].astype(np.float32), ["a01"]
+
+
 def heldout_fields(folder=None, *, seed: int = 0):
     """In-focus fields held out from training (the 'test' split of `data.split_fields`).
 
@@ -52,17 +71,7 @@ def heldout_fields(folder=None, *, seed: int = 0):
     Returns:
       (fields (F, H, W) float32, names).
     """
-    from lbdvd_jax.data import load_infocus_fields, split_fields
-    folder = pathlib.Path(folder) if folder else SHARED_INFOCUS
-    if folder.is_dir():
-        fields, names = load_infocus_fields(folder)
-        if len(names) >= 3:
-            test = split_fields(names, seed=seed)["test"]
-            return fields[test], [names[i] for i in test]
-        return fields, names
-    from lbdvd_jax.demo import bundled_path
-    from lbdvd_jax.io import read_tiff
-    return read_tiff(bundled_path("a01_infocus.tif")).data[None].astype(np.float32), ["a01"]
+    return _split_of("test", folder, seed) or _bundled_field()
 
 
 def training_fields(folder=None, *, seed: int = 0):
@@ -73,16 +82,7 @@ def training_fields(folder=None, *, seed: int = 0):
     Returns:
       (fields (F, H, W) float32, names).
     """
-    from lbdvd_jax.data import load_infocus_fields, split_fields
-    folder = pathlib.Path(folder) if folder else SHARED_INFOCUS
-    if folder.is_dir():
-        fields, names = load_infocus_fields(folder)
-        if len(names) >= 3:
-            train = split_fields(names, seed=seed)["train"]
-            return fields[train], [names[i] for i in train]
-    from lbdvd_jax.demo import bundled_path
-    from lbdvd_jax.io import read_tiff
-    return read_tiff(bundled_path("a01_infocus.tif")).data[None].astype(np.float32), ["a01"]
+    return _split_of("train", folder, seed) or _bundled_field()
 
 
 def defocused_fields(fields, psfs, *, seed: int = 0):
@@ -236,11 +236,17 @@ def fig8_evaluation(*, model, fields=None, optics=Optics(), per_level: int = 45,
         background = float(np.percentile(np.asarray(fields), 0.5))
     rl = functools.partial(_rl_windows, background=jnp.float32(background), num_iter=num_iter,
                            context=context)
-    dv_lev = np.where((labels == BG_LABEL) | (labels == 0), 0, labels)
+    passes = (labels == BG_LABEL) | (labels == 0)
+    dv_lev = np.where(passes, 0, labels)
+
+    def dv_and_oracle(rl_fn, suffix="", table=None):  # predicted / true level's PSF
+        for name, lev, keep in (("dv", dv_lev, passes), ("dv_oracle", true, true == 0)):
+            iters = {} if table is None else {"iters": jnp.asarray(table[lev])}
+            restored[name + suffix] = jnp.where(keep[:, None, None], inp,
+                                                rl_fn(flat, psfs[lev], **iters))
+
     restored = {"input": jnp.asarray(inp)}
-    restored["dv"] = jnp.where(((labels == BG_LABEL) | (labels == 0))[:, None, None],
-                               inp, rl(flat, psfs[dv_lev]))
-    restored["dv_oracle"] = jnp.where((true == 0)[:, None, None], inp, rl(flat, psfs[true]))
+    dv_and_oracle(rl)
     p = jnp.asarray(probs)[:, :levels]
     p = p / jnp.maximum(p.sum(axis=1, keepdims=True), 1e-30)
     restored["dv_soft"] = jnp.where((labels == BG_LABEL)[:, None, None], inp,
@@ -250,10 +256,7 @@ def fig8_evaluation(*, model, fields=None, optics=Optics(), per_level: int = 45,
         table = np.asarray(iterations, np.int32)
         tuned = functools.partial(_rl_windows, background=jnp.float32(background),
                                   num_iter=int(table.max()), context=context)
-        restored["dv_tuned"] = jnp.where(((labels == BG_LABEL) | (labels == 0))[:, None, None],
-                                         inp, tuned(flat, psfs[dv_lev], iters=jnp.asarray(table[dv_lev])))
-        restored["dv_oracle_tuned"] = jnp.where((true == 0)[:, None, None], inp,
-                                                tuned(flat, psfs[true], iters=jnp.asarray(table[true])))
+        dv_and_oracle(tuned, "_tuned", table)
     if blind:
         restored["blind"] = _blind_windows(flat, psfs[blind_start_level], num_iter=num_iter,
                                            context=context)
