@@ -42,10 +42,9 @@ _ap.add_argument("--image", default=None, help="16-bit TIFF (default: BBBC006 a0
 
 if __name__ == "__main__":
     _ARGS = _ap.parse_args()
-    if _ARGS.devices > 1 and "xla_force_host_platform_device_count" not in os.environ.get(
-            "XLA_FLAGS", ""):  # must be set before JAX starts
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_force_host_platform_device_count={_ARGS.devices}")
+    from lbdvd_jax.cli import use_host_cores  # before JAX starts its CPU client
+
+    use_host_cores(cpu_count=_ARGS.devices)
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -159,8 +158,9 @@ def main(args):
     shard = jax.local_device_count() > 1
     repeats = 2 if args.quick else 5
 
-    def ours_fn(fft, shard=shard, skip=True, chunk=None):
+    def ours_fn(fft, shard=shard, skip=True, chunk=None, rl_batch=None):
         kw = dict(context=context, fft_shape=(fft, fft), shard=shard, chunk_size=chunk,
+                  rl_batch=rl_batch,
                   passthrough=(0, 11) if skip else (11,))  # no skip: level 0 deconvolved too
         return jax.jit(lambda x: depth_variant_deconvolve(x, levels, psfs, **kw))
 
@@ -216,15 +216,18 @@ def main(args):
 
     if args.sweep:
         sweep = []
-        configs = ([(n, s, True, None) for n in sorted({fft_n, 162, 168, 180, 192}) if n >= fft_n
-                    for s in ({False, shard})] + [(fft_n, shard, False, None)]
-                   + [(fft_n, shard, True, c) for c in (2, 4, 16, 64, 256)])
-        for n, s, skip, chunk in configs:
-            f = ours_fn(n, shard=s, skip=skip, chunk=chunk)
+        configs = ([(n, s, True, None, None) for n in sorted({fft_n, 162, 168, 180, 192})
+                    if n >= fft_n for s in ({False, shard})] + [(fft_n, shard, False, None, None)]
+                   + [(fft_n, shard, True, c, None) for c in (2, 4, 16, 64, 256)]
+                   # one step holding every patch: the RL batch alone decides cache use
+                   + [(fft_n, shard, True, 256, b) for b in (1, 4, 8, 16, 32, 256)])
+        for n, s, skip, chunk, rl_batch in configs:
+            f = ours_fn(n, shard=s, skip=skip, chunk=chunk, rl_batch=rl_batch)
             t = timed(lambda: f(image), 3)
             pts = active if skip else len(origins)
             sweep.append({"fft": n, "shard": s, "skip_level0": skip,
                           "stream_step": chunk or default_stream_chunk(),
+                          "rl_batch": rl_batch or default_chunk_size(),
                           "median_s": round(t["median_s"], 3), "iqr_s": round(t["iqr_s"], 3),
                           "fft_gflops": round(fft_flops(pts, n) / t["median_s"] / 1e9, 2),
                           "load": round(os.getloadavg()[0], 2)})

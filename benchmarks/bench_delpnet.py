@@ -25,15 +25,6 @@ import statistics
 import sys
 import time
 
-if __name__ == "__main__" and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    # one XLA host device per core (as the lbdvd command): classify_patches splits batches
-    _n = min(os.cpu_count() or 1, 8)
-    for _i, _a in enumerate(sys.argv):
-        if _a == "--devices" and _i + 1 < len(sys.argv):
-            _n = int(sys.argv[_i + 1])
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={_n}").strip()
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,8 +54,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer sizes and repeats (< 1 min on an idle machine)")
     p.add_argument("--devices", type=int, default=None,
-                   help="XLA host devices (default: one per core, read before JAX starts)")
+                   help="XLA host devices (default: one per core, as the lbdvd command)")
     args = p.parse_args(argv)
+    from lbdvd_jax.cli import use_host_cores  # before JAX starts its CPU client (first array)
+
+    use_host_cores(cpu_count=args.devices)
     load_before = os.getloadavg()
     if ckpt_lib.SHIPPED_WEIGHTS.exists():
         model = ckpt_lib.load_delpnet()

@@ -76,7 +76,7 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--mode", default="dv", choices=("dv", "di", "oracle", "soft"))
     p.add_argument("--sizes", type=int, nargs="*", default=None)
-    p.add_argument("--devices", type=int, default=min(os.cpu_count() or 1, 8),
+    p.add_argument("--devices", type=int, default=None,
                    help="XLA host devices (default: one per core, as the lbdvd command); "
                         "restore splits patches and classifier batches over them")
     p.add_argument("--large-num-iter", type=int, default=15,
@@ -85,9 +85,9 @@ def main():
     p.add_argument("--_size", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     MODEL[0] = args.model
-    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +  # before JAX starts
-                                   f" --xla_force_host_platform_device_count={args.devices}").strip()
+    from lbdvd_jax.cli import use_host_cores  # before JAX starts; inherited by the subprocesses
+
+    use_host_cores(cpu_count=args.devices)
     if args._size:
         print(json.dumps(one_size(args._size, args.mode, args.large_num_iter)))
         return
