@@ -256,7 +256,7 @@ def _predict_fn(model: DelpNet):
     """A jitted probability function for ``model``'s architecture and its folded weights.
 
     With several local devices (two forced host devices on a CPU) the batch is split over
-    them: 0.52 s instead of 0.60 s for 192 patches on the 2-core CPU.
+    them; ``benchmarks/bench_delpnet.py`` times this path beside the unfolded module.
     """
     from lbdvd_jax.patches import sharded_map
 

@@ -123,8 +123,8 @@ def add_windows_in_place(acc, origins, windows):
     ``dynamic_update_slice`` after another.
 
     Inside a loop that carries ``acc`` (the streaming engine) XLA updates the buffer in
-    place; a scatter there copied the whole image at every step (a 4096^2 image: 45 ms per
-    step of 8 patches, 14x the cost at 2048^2).
+    place, where a scatter copied the whole image at every step (the cost grew with the image
+    area times the number of steps; ``bench_restore.py`` shows the cost per Mpx now flat).
     """
     o = jnp.asarray(origins, jnp.int32)
     acc = jnp.asarray(acc)
@@ -242,9 +242,9 @@ def default_chunk_size(backend=None):
 
     On a CPU the batch must fit the cache: one 132-px window at FFT size 160 is ~0.3 MB of
     complex spectra per array, and the RL loop streams several such arrays per iteration.
-    Measured on the 2-core CPU (174 patches, 15 iterations, two host devices): batches of
-    1-4 take 0.78-0.80 s, 8: 0.88 s, 16: 1.05 s, 32: 1.19 s, all at once: 1.26 s. GPUs want
-    the opposite: large batches that fill the device.
+    ``python benchmarks/bench_deconv.py --sweep`` on the 2-core CPU (174 patches in one step,
+    15 iterations, two host devices): batches of 1-4 take 0.75 s, 8: 0.84 s, 16: 0.91 s,
+    32: 1.08 s, all at once: 1.15 s. GPUs want the opposite: large batches that fill the device.
     """
     return 2 if (backend or jax.default_backend()) == "cpu" else 256
 
@@ -311,17 +311,17 @@ def _check_levels(levels, n, num_psfs, passthrough):
 def default_stream_chunk(backend=None):
     """Patches per step of :func:`deconvolve_streaming`: 8 on a CPU, 256 on an accelerator.
 
-    Small steps waste little on a partly active last step (bg and level-0 patches are
-    skipped step by step) and keep the windows in cache; measured on the 2-core CPU (71 of
-    192 patches active, two host devices): 8: 0.38 s, 4: 0.41 s, 128: 0.85 s.
+    Small steps waste little on a partly active last step (the loop stops after the last step
+    holding active patches). ``bench_deconv.py --sweep`` on the 2-core CPU: steps of 2-16
+    take 0.66 s, 64: 0.72 s, 256: 0.74 s.
     """
     return 8 if (backend or jax.default_backend()) == "cpu" else 256
 
 
 def deconvolve_streaming(image, kernels, active, iters=None, *, background=None, patch=84, stride=42,
                          context=DEFAULT_CONTEXT, weights="triangular", num_iter=15,
-                         chunk_size=None, pad_mode="constant", fft_shape=None, shard=False,
-                         report=None):
+                         chunk_size=None, rl_batch=None, pad_mode="constant", fft_shape=None,
+                         shard=False, report=None):
     """The streaming engine: per-patch RL with per-patch kernels, then the weighted montage.
 
     Active patches are sorted first; a loop over steps of ``chunk_size`` of them (a traced trip
@@ -343,8 +343,9 @@ def deconvolve_streaming(image, kernels, active, iters=None, *, background=None,
             convolutions meet no step at the window edge.
         patch, stride, context, weights, num_iter, pad_mode, fft_shape: as in
             :func:`depth_variant_deconvolve`.
-        chunk_size: static patches per step (None: :func:`default_stream_chunk`); the RL
-            inside a step runs in cache-sized batches (:func:`default_chunk_size`).
+        chunk_size: static patches per step (None: :func:`default_stream_chunk`).
+        rl_batch: static windows per vmapped RL batch inside a step (per device when sharded;
+            None: :func:`default_chunk_size`, cache-sized on a CPU).
         shard: static; split each step over ``jax.local_devices()`` (:func:`sharded_map`).
         report: static host callable ``report(done, total)`` (active patches deconvolved so
             far, out of all active ones) called after each step through
@@ -368,7 +369,8 @@ def deconvolve_streaming(image, kernels, active, iters=None, *, background=None,
     padded = jnp.pad(image, c, mode=pad_mode)
     w = _weights(weights, patch, image.dtype)
     n_active = jnp.sum(active)
-    rl = jax.tree_util.Partial(deconvolve_windows, num_iter=num_iter, fft_shape=fft_shape)
+    rl = jax.tree_util.Partial(deconvolve_windows, num_iter=num_iter, fft_shape=fft_shape,
+                               chunk_size=rl_batch)
     if shard:
         rl = sharded_map(rl)
     if background is not None:
@@ -392,8 +394,8 @@ def deconvolve_streaming(image, kernels, active, iters=None, *, background=None,
     # montage = sum_i w_i x_i / sum_i w_i with x_i = image where patch i passes through, so
     # it equals image + sum_active w_i (rl_i - image) / sum_i w_i: the loop visits the active
     # steps only (a traced trip count) and the weight sum is one scatter outside it.
-    # (in place, and never materialising n copies of w: 1 GB at 8192^2; a scatter of constants
-    # here was constant-folded by XLA for 90 s at 2048^2)
+    # (in place, and never materialising n copies of w: 1 GB at 8192^2; XLA constant-folds a
+    # scatter of constants here, which took minutes to compile at 2048^2)
     den = add_windows_in_place(jnp.zeros(image.shape, image.dtype), origins, w)
     num = jax.lax.fori_loop(0, (n_active + cs - 1) // cs, step,
                             jnp.zeros(image.shape, image.dtype))
@@ -402,7 +404,7 @@ def deconvolve_streaming(image, kernels, active, iters=None, *, background=None,
 
 
 def depth_variant_deconvolve(image, levels, psfs, *, patch=84, stride=42, context=DEFAULT_CONTEXT,
-                             weights="triangular", num_iter=15, chunk_size=None,
+                             weights="triangular", num_iter=15, chunk_size=None, rl_batch=None,
                              pad_mode="constant", passthrough=(0, BG_LABEL), fft_shape=None,
                              shard=False):
     """Patch-wise depth-variant deconvolution (paper Section 2.3): RL per patch, then montage.
@@ -427,8 +429,8 @@ def depth_variant_deconvolve(image, levels, psfs, *, patch=84, stride=42, contex
         chunk_size: static patches per streaming step; bounds memory (one step of windows
             lives at once). None: 8 on a CPU, 256 on an accelerator
             (:func:`default_stream_chunk`); inside a step RL runs in cache-sized batches
-            (:func:`default_chunk_size`: 2 on a CPU, 1.6x faster than one big vmap). The
-            output does not depend on it.
+            (``rl_batch``, None: :func:`default_chunk_size`). The output depends on neither.
+        rl_batch: static windows per vmapped RL batch (see :func:`deconvolve_streaming`).
         pad_mode: static, ``'constant'`` (zeros, paper) or ``'reflect'`` beyond the image.
         passthrough: static tuple of labels left undeconvolved.
         fft_shape: static FFT size per window (default: smallest fast size without wrap).
@@ -460,8 +462,8 @@ def depth_variant_deconvolve(image, levels, psfs, *, patch=84, stride=42, contex
     num_iter, iters = iteration_counts(num_iter, levels, psfs.shape[0])
     return deconvolve_streaming(image, kernels, active, iters, patch=patch, stride=stride,
                                 context=context, weights=weights, num_iter=num_iter,
-                                chunk_size=chunk_size, pad_mode=pad_mode, fft_shape=fft_shape,
-                                shard=shard)
+                                chunk_size=chunk_size, rl_batch=rl_batch, pad_mode=pad_mode,
+                                fft_shape=fft_shape, shard=shard)
 
 
 def depth_invariant_deconvolve(image, psf, **kwargs):

@@ -115,6 +115,10 @@ def test_chunked_traced_and_sharded_equal_unchunked():
     np.testing.assert_allclose(b, a, rtol=1e-6)
     np.testing.assert_allclose(c, a, rtol=1e-6)
     np.testing.assert_allclose(d, a, rtol=1e-6)
+    for rl_batch in (1, 64):  # windows per vmapped RL batch
+        e = jax.jit(lambda x, b=rl_batch: depth_variant_deconvolve(x, levels, psfs, rl_batch=b,
+                                                                   **kw))(img)
+        np.testing.assert_allclose(e, a, rtol=1e-6)
 
 
 def test_passthrough_labels_return_the_image():
