@@ -22,8 +22,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.signal  # noqa: E402
-
 from _common import block, emit, environment, time_call  # noqa: E402
+
 from lbdvd_jax import Optics, psf_stack  # noqa: E402
 from lbdvd_jax.data import GAIN, OFFSET, READ_NOISE, add_camera_noise, bg_mask, load_infocus_fields, synth_batch  # noqa: E402,E501
 

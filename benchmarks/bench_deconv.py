@@ -52,15 +52,23 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.signal  # noqa: E402
 import tifffile  # noqa: E402
-
 from _common import emit, environment, time_call  # noqa: E402
+
 from lbdvd_jax import (  # noqa: E402
-    Optics, depth_invariant_deconvolve, depth_variant_deconvolve, patch_grid, psf_stack,
-    richardson_lucy, seam_score, triangular_weights,
+    Optics,
+    depth_invariant_deconvolve,
+    depth_variant_deconvolve,
+    patch_grid,
+    psf_stack,
+    richardson_lucy,
+    seam_score,
+    triangular_weights,
 )
 from lbdvd_jax.deconv import fast_fft_size  # noqa: E402
 from lbdvd_jax.patches import (  # noqa: E402
-    DEFAULT_CONTEXT, default_chunk_size, default_stream_chunk,
+    DEFAULT_CONTEXT,
+    default_chunk_size,
+    default_stream_chunk,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -19,8 +19,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.integrate  # noqa: E402
 import scipy.special  # noqa: E402
-
 from _common import emit, environment, time_call  # noqa: E402
+
 from lbdvd_jax import DEFOCUS_LEVELS_UM, Optics, psf_stack  # noqa: E402
 
 

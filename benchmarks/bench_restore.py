@@ -27,16 +27,17 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import emit, environment  # noqa: E402
 
-
 MODEL = [None]
 
 
 def _model():
-    from lbdvd_jax.demo import _load_model
     import warnings
+
+    from lbdvd_jax.checkpoint import PAPER_DELPNET, load_delpnet
+    path = PAPER_DELPNET if MODEL[0] == "paper" else MODEL[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _load_model(MODEL[0])
+        return load_delpnet(path), MODEL[0] or "shipped"
 
 
 def _image(shape):
@@ -92,6 +93,7 @@ def main():
         print(json.dumps(one_size(args._size, args.mode, args.large_num_iter)))
         return
     import jax
+
     from lbdvd_jax.pipeline import restore_timed
     from lbdvd_jax.quality import psnr
     result = environment()

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import subprocess
 import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent
+INFOCUS = ROOT.parents[1] / "shared" / "data" / "real" / "bbbc006" / "infocus"
 VARIANTS = {
     "base": [],
     "no_bg": ["--no-bg"],
@@ -60,6 +62,8 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-level", type=int, default=60, help="val/test patches per class")
     p.add_argument("--smoke", action="store_true", help="tiny model and runs (a plumbing test)")
+    p.add_argument("--data", default=os.environ.get("LBDVD_INFOCUS", str(INFOCUS)),
+                   help="folder of in-focus fields (default: $LBDVD_INFOCUS or ../shared/...)")
     return p.parse_args(argv)
 
 
@@ -72,7 +76,8 @@ def cmd_base(run, common, extra, args):
 
 def run_variant(name, extra, args, out):
     run = out / name
-    common = ["--out", str(run), "--seed", str(args.seed), "--per-level", str(args.per_level)]
+    common = ["--out", str(run), "--seed", str(args.seed), "--per-level", str(args.per_level),
+              "--data", args.data]
     common += ["--smoke"] if args.smoke else []
     done = run / "report_test.json"
     t0 = time.perf_counter()

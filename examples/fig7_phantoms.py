@@ -14,13 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lbdvd_jax.checkpoint import load_delpnet
 from lbdvd_jax.data import add_camera_noise
 from lbdvd_jax.deconv import blind_richardson_lucy, richardson_lucy
-from lbdvd_jax.demo import _load_model, bundled_path
+from lbdvd_jax.demo import bundled_path
 from lbdvd_jax.io import read_tiff
+from lbdvd_jax.model import classify_patches
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.phantoms import phantom
-from lbdvd_jax.pipeline import _classify
 from lbdvd_jax.quality import psnr, ssim
 
 C = 24  # context px
@@ -54,7 +55,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default="fig7.json")
     args = p.parse_args(argv)
-    model, source = _load_model(args.model)
+    model, source = load_delpnet(args.model), args.model or "shipped"
     psfs = psf_stack(Optics(), size=49)
     rl = jax.jit(richardson_lucy, static_argnames="num_iter")
     blind = jax.jit(blind_richardson_lucy, static_argnames="num_iter")
@@ -68,7 +69,7 @@ def main(argv=None):
         noisy = jnp.clip(noisy, 0, None)
         ref = jnp.asarray(obj[24 + C:24 + C + P, 24 + C:24 + C + P])
         centre = noisy[C:C + P, C:C + P]
-        label = int(_classify(model, np.asarray(centre)[None])[0][0])
+        label = int(classify_patches(model, np.asarray(centre)[None])[0][0])
         lev = 0 if label == 11 else label
         bg = float(jnp.percentile(noisy, 0.5))  # camera background, as restore(background='auto')
         sub = jnp.maximum(noisy - bg, 0)

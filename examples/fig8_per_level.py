@@ -12,7 +12,7 @@ import argparse
 import json
 import pathlib
 
-from lbdvd_jax.demo import _load_model
+from lbdvd_jax.checkpoint import load_delpnet
 from lbdvd_jax.evaluation import fig8_evaluation, format_fig8
 
 
@@ -53,7 +53,7 @@ def main(argv=None):
     p.add_argument("-o", "--output", default="fig8.json")
     p.add_argument("--png", default=None)
     args = p.parse_args(argv)
-    model, source = _load_model(args.model)
+    model, source = load_delpnet(args.model), args.model or "shipped"
     tuning = None
     if args.tune:
         from lbdvd_jax.evaluation import training_fields, tune_iterations

@@ -13,7 +13,8 @@ import json
 
 import numpy as np
 
-from lbdvd_jax.demo import _load_model, bundled_path
+from lbdvd_jax.checkpoint import load_delpnet
+from lbdvd_jax.demo import bundled_path
 from lbdvd_jax.io import read_tiff, write_tiff
 from lbdvd_jax.patches import patch_grid, seam_score
 from lbdvd_jax.pipeline import restore
@@ -32,7 +33,7 @@ def main(argv=None):
     p.add_argument("--tiff", action="store_true", help="also write the two montages")
     p.add_argument("-o", "--output", default="fig9.json")
     args = p.parse_args(argv)
-    model, source = _load_model(args.model)
+    model, source = load_delpnet(args.model), args.model or "shipped"
     src = read_tiff(args.image)
     img = src.data.astype(np.float32)
     if args.synthetic_tilt:

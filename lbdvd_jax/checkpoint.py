@@ -23,6 +23,7 @@ from lbdvd_jax.model import DelpNet, DelpNetConfig
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
 SHIPPED_WEIGHTS = WEIGHTS_DIR / "delpnet.npz"
+PAPER_DELPNET = SHIPPED_WEIGHTS  #: the paper's DelpNet, trained on this CPU (see README)
 
 
 def checkpoint_manager(directory, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
@@ -136,16 +137,30 @@ def read_weights(path) -> tuple[DelpNetConfig, dict, dict]:
     return config, arrays, metadata
 
 
-def load_delpnet(path=None, *, config: DelpNetConfig | None = None) -> DelpNet:
-    """Load a trained DelpNet (inference mode) from exported weights.
+def _is_estimator_file(path) -> bool:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "__config__" not in z.files:
+                return False
+            return json.loads(z["__config__"].tobytes().decode()).get("kind") == "defocus_estimator"
+    except Exception:  # unreadable files are reported by read_weights with the full message
+        return False
+
+
+def load_delpnet(path=None, *, config: DelpNetConfig | None = None):
+    """Load the shipped defocus estimator, or a trained DelpNet, from exported weights.
 
     Args:
-        path: ``.npz`` written by :func:`export_weights`, or a run directory holding ``best.npz``;
-            None loads the weights shipped in ``lbdvd_jax/weights/`` (offline).
+        path: ``.npz`` written by :func:`export_weights` (a DelpNet) or by
+            ``estimator_weights.export_estimator`` (a ``DefocusEstimator``), or a run directory
+            holding ``best.npz``; None loads the most accurate shipped model, the defocus
+            estimator in ``lbdvd_jax/weights/estimator.npz`` (offline). The paper's DelpNet
+            stays available as ``load_delpnet(PAPER_DELPNET)``.
         config: optional expected architecture; a file of another architecture raises.
 
     Returns:
-        ``DelpNet`` with the stored parameters and BN statistics, in ``eval()`` mode.
+        a ``DefocusEstimator``, or a ``DelpNet`` with the stored parameters and BN statistics in
+        ``eval()`` mode.
 
     Raises:
         FileNotFoundError: missing file.
@@ -156,11 +171,18 @@ def load_delpnet(path=None, *, config: DelpNetConfig | None = None) -> DelpNet:
         >>> model = load_delpnet()
         >>> labels, probs = classify_patches(model, patches)   # (n, 84, 84) raw counts
     """
+    from lbdvd_jax.estimator_weights import SHIPPED_ESTIMATOR, load_estimator
+
     if path is None:
-        path = SHIPPED_WEIGHTS
+        path = SHIPPED_ESTIMATOR if config is None and SHIPPED_ESTIMATOR.is_file() else SHIPPED_WEIGHTS
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / "best.npz"
+    if _is_estimator_file(path):
+        if config is not None:
+            raise ValueError(f"path: {str(path)!r} holds a defocus estimator, not a DelpNet of {config}; "
+                             "load it without config= or pass DelpNet weights (PAPER_DELPNET)")
+        return load_estimator(path)
     stored_config, arrays, metadata = read_weights(path)
     if config is not None and config != stored_config:
         raise ValueError(f"{str(path)!r} holds another DelpNet architecture: stored {stored_config}, "

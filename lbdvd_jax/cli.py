@@ -4,7 +4,7 @@
     lbdvd predict IN [-o MAP.tif]                           per-patch defocus levels
     lbdvd psf [-o PSF.tif]                                  the 11 Eq. 2 level PSFs
     lbdvd synth IN -o OUT --level L | --depth tilt          synthetic defocus + camera noise
-    lbdvd train ...                                         DelpNet training (lbdvd_jax.train)
+    lbdvd train ...                                         estimator training (--paper-delpnet: DelpNet)
     lbdvd evaluate [-o fig8.json]                           the paper's Fig. 8 evaluation
     lbdvd bench                                             end-to-end timing of a 696x520 image
     lbdvd demo [-o ./lbdvd_output]                          the bundled real-data demo
@@ -189,7 +189,7 @@ def cmd_predict(args) -> int:
     if out is not None and out.exists() and not args.overwrite:
         raise UsageError(f"-o: {str(out)!r} exists; pass --overwrite or choose another output")
     plane = _planes(img.data)[0].astype(np.float32)
-    labels, _, origins = predict_levels(plane, model=_load_model(args), stride=args.stride)
+    labels, _, origins = predict_levels(plane, model=_load_model(args), stride=args.stride)[:3]
     rows = len(np.unique(origins[:, 0]))
     levels = np.asarray(labels).reshape(rows, -1)
     counts = np.bincount(levels.ravel(), minlength=12)
@@ -247,16 +247,14 @@ def cmd_synth(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from lbdvd_jax import train
-    entry = getattr(train, "main", None)
-    if entry is None:  # the training script of a source checkout
-        script = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_delpnet.py"
-        if not script.exists():
-            raise UsageError("training needs the source checkout (examples/train_delpnet.py); "
-                             "clone the repository")
-        import runpy
-        entry = runpy.run_path(str(script))["main"]
-    return int(entry(args.rest) or 0)
+    """`lbdvd train ...` trains the defocus estimator; `--paper-delpnet` the paper's DelpNet."""
+    rest = list(args.rest)
+    if "--paper-delpnet" in rest:
+        rest.remove("--paper-delpnet")
+        from lbdvd_jax.train_delpnet_app import main as entry
+    else:
+        from lbdvd_jax.train_estimator_app import main as entry
+    return int(entry(rest) or 0)
 
 
 def cmd_evaluate(args) -> int:
@@ -345,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optics(p)
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("train", help="train DelpNet (arguments go to lbdvd_jax.train)",
+    p = sub.add_parser("train", help="train the defocus estimator (--paper-delpnet: the paper's "
+                       "DelpNet); `lbdvd train --help` lists the options",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_train)

@@ -161,6 +161,7 @@ def save_figure(path, rows, *, titles=("input", "level map", "restored (DV)", "r
 def _load_model(model_path):
     """The shipped DelpNet (or `model_path`); an untrained one, with a warning, if none ships."""
     import warnings
+
     from lbdvd_jax.checkpoint import load_delpnet
     try:
         return load_delpnet(model_path), "shipped" if model_path is None else str(model_path)
@@ -168,6 +169,7 @@ def _load_model(model_path):
         if model_path is not None:
             raise
         from flax import nnx
+
         from lbdvd_jax.model import DelpNet
         warnings.warn("no shipped DelpNet weights found in lbdvd_jax/weights/; using an "
                       "UNTRAINED DelpNet, so the DV levels below are meaningless", UserWarning)

@@ -213,7 +213,7 @@ def fig8_evaluation(*, model, fields=None, optics=Optics(), per_level: int = 45,
       the input (dB), PSNR (dB), SSIM and SSIM ratio (over the input's), per method; DelpNet's
       accuracy on the sampled patches; the settings.
     """
-    from lbdvd_jax.pipeline import _classify as classify_patches
+    from lbdvd_jax.model import classify_patches
     t0 = time.perf_counter()
     names = None
     if fields is None:

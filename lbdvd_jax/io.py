@@ -23,7 +23,7 @@ SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32
 
 # Length units found in OME (PhysicalSizeXUnit) and ImageJ ('unit') metadata, in micrometres.
 _UNIT_UM = {
-    "um": 1.0, "µm": 1.0, "\u00b5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+    "um": 1.0, "µm": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
     "\\u00b5m": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3,
     "cm": 1e4, "centimeter": 1e4, "m": 1e6, "meter": 1e6,
 }

@@ -275,12 +275,14 @@ def _predict_fn(model: DelpNet):
 def classify_patches(model: DelpNet, patches, *, batch_size: int = 256):
     """Defocus level (0..10) or ``bg`` (11) of raw-intensity patches.
 
-    Normalises exactly as in training (counts / 65535), runs the model in inference mode (running
+    A :class:`lbdvd_jax.estimator.DefocusEstimator` (the shipped default) reads patches at any
+    gain and offset (uint8, uint16, float) and calls constant patches bg. A paper DelpNet
+    normalises exactly as in training (counts / 65535), runs the model in inference mode (running
     BatchNorm statistics, no dropout) in batches of ``batch_size`` (bounded memory; the last batch
     is padded so that one compiled program serves every call), and returns NumPy arrays.
 
     Args:
-        model: a trained :class:`DelpNet` (e.g. :func:`lbdvd_jax.load_delpnet`).
+        model: the estimator of :func:`lbdvd_jax.load_delpnet` or a trained :class:`DelpNet`.
         patches: (n, 84, 84) or (84, 84) raw counts, uint8/uint16/int or float (not normalised).
         batch_size: static; patches per forward pass.
 
@@ -299,8 +301,14 @@ def classify_patches(model: DelpNet, patches, *, batch_size: int = 256):
     """
     import numpy as np
 
+    from lbdvd_jax.estimator import DefocusEstimator, estimator_probs
+
+    if isinstance(model, DefocusEstimator):  # scale-free: any gain and offset
+        probs = estimator_probs(model, patches, batch_size=batch_size)
+        return probs.argmax(axis=1).astype(np.int32), probs
     if not isinstance(model, DelpNet):
-        raise TypeError(f"model must be a DelpNet (e.g. load_delpnet()), got {type(model).__name__}.")
+        raise TypeError(f"model must be a DefocusEstimator or a DelpNet (e.g. load_delpnet()), "
+                        f"got {type(model).__name__}.")
     arr = np.asarray(patches)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"patches must be a numeric array of raw counts, got dtype {arr.dtype}.")

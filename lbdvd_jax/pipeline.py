@@ -16,7 +16,6 @@ are traced values).
 from __future__ import annotations
 
 import functools
-import math
 import time
 from typing import NamedTuple
 
@@ -24,19 +23,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.data import BG_LABEL
-from lbdvd_jax.deconv import richardson_lucy
+from lbdvd_jax.constants import BG_LABEL, NUM_CLASSES, NUM_LEVELS
+from lbdvd_jax.constants import PATCH_SIZE as PATCH
+from lbdvd_jax.defocus_map import DefocusMap, predict_defocus
 from lbdvd_jax.optics import Optics
-from lbdvd_jax.patches import (DEFAULT_CONTEXT, deconvolve_streaming, gather_windows,
-                               iteration_counts, patch_grid)
+from lbdvd_jax.patches import DEFAULT_CONTEXT, deconvolve_streaming, iteration_counts, patch_grid
 from lbdvd_jax.psf import psf_stack
 
-__all__ = ["MODES", "Restoration", "level_map_pixels", "predict_levels", "restore",
-           "restore_timed"]
+__all__ = ["DEFAULT_ITERATIONS", "MODES", "Restoration", "level_map_pixels", "predict_levels",
+           "restore", "restore_timed"]
 
 MODES = ("dv", "di", "oracle", "soft")
-PATCH = 84
-NUM_CLASSES = 12
+#: RL iterations per level used by default: 1 at levels 0-1, the paper's 15 from level 2 on.
+#: Chosen on the training fields with the true PSF (`evaluation.tune_iterations`, README): at
+#: level 1, 15 iterations lose 3.1 dB against the input where 1 gains 1.0 dB.
+DEFAULT_ITERATIONS = (1, 1) + (15,) * (NUM_LEVELS - 2)
 
 
 class Restoration(NamedTuple):
@@ -48,19 +49,16 @@ class Restoration(NamedTuple):
         (z = 2 µm x level), 11 = bg. For 'di' all non-bg patches are 0 (the in-focus PSF).
       probs: (..., rows, cols, 12) DelpNet probabilities (one-hot for 'di' and 'oracle').
       origins: (n, 2) int patch corners of the grid, row-major (n = rows * cols).
+      z_um: (..., rows, cols) expected defocus in µm from the probabilities (NaN for bg).
+      certainty: (..., rows, cols) 1 - H(p_levels) / log 11 of each patch's call.
     """
 
     image: jax.Array
     levels: jax.Array
     probs: jax.Array
     origins: np.ndarray
-
-
-def _classify(model, patches):
-    """DelpNet labels and probabilities of raw-count patches (n, 84, 84)."""
-    from lbdvd_jax.model import classify_patches
-    labels, probs = classify_patches(model, patches)
-    return jnp.asarray(labels, jnp.int32), jnp.asarray(probs)
+    z_um: np.ndarray | None = None
+    certainty: np.ndarray | None = None
 
 
 def _grid_shape(origins):
@@ -68,36 +66,24 @@ def _grid_shape(origins):
     return rows, len(origins) // rows
 
 
-@functools.partial(jax.jit, static_argnames=("patch",))
-def _gather(padded, origins, *, patch):
-    return gather_windows(padded, origins, patch)
-
-
-def predict_levels(image, *, model, stride: int = 42, chunk_size: int = 1024):
-    """DelpNet's level for every patch of the grid (raw counts in, as in training).
+def predict_levels(image, *, model, stride: int = 42, pool: bool = True,
+                   batch_size: int = 256) -> DefocusMap:
+    """The defocus level, expected z and certainty of every patch of the grid.
 
     Args:
-      image: (H, W) image in camera counts (H, W >= 84).
-      model: a DelpNet (`load_delpnet()`).
+      image: (H, W) image (H, W >= 84); any gain and offset for the shipped estimator.
+      model: `load_delpnet()` (the shipped estimator), a paper `DelpNet`, or any callable
+        (n, 84, 84) raw patches -> (n, 12) probabilities.
       stride: static grid step in px (keyword-only; 42 triangular, 84 rectangular).
-      chunk_size: static number of patches classified at once (keyword-only; bounds memory).
+      pool: pool level evidence between neighbouring patches (`defocus_map.pool_neighbours`);
+        False gives each patch's own call.
+      batch_size: patches per classifier call (bounds memory).
 
     Returns:
-      (labels (n,) int32 with 11 = bg, probs (n, 12), origins (n, 2)).
+      `DefocusMap(labels (n,), probs (n, 12), origins (n, 2), z_um, spread_um, certainty)`.
     """
-    image = jnp.asarray(image, jnp.float32)
-    origins = patch_grid(image.shape, patch=PATCH, stride=stride)
-    n = len(origins)
-    size = min(chunk_size, n)
-    labels, probs = [], []
-    for s in range(0, n, size):
-        part = origins[s:s + size]
-        pad = size - len(part)
-        part = np.concatenate([part, np.repeat(part[:1], pad, 0)]) if pad else part
-        lab, pr = _classify(model, _gather(image, jnp.asarray(part), patch=PATCH))
-        labels.append(lab[:size - pad])
-        probs.append(pr[:size - pad])
-    return jnp.concatenate(labels), jnp.concatenate(probs), origins
+    return predict_defocus(np.asarray(image, np.float32), model=model, stride=stride, pool=pool,
+                           batch_size=batch_size)
 
 
 _PROGRESS: list = [None]  # the current restore() call's progress callback (host side)
@@ -163,13 +149,13 @@ def _check(image, model, mode, levels, weights, stride):
 
 
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,
-                 chunk_size, pad_mode, shard, background, progress, timings):
+                 chunk_size, pad_mode, shard, background, progress, timings, pool):
     t0 = time.perf_counter()
     origins = patch_grid(image.shape, patch=PATCH, stride=stride)
     n = len(origins)
     if mode in ("dv", "soft"):
-        labels, probs, _ = predict_levels(image, model=model, stride=stride,
-                                          chunk_size=max(chunk_size or 0, 256))
+        dmap = predict_defocus(np.asarray(image), model=model, stride=stride, pool=pool)
+        labels, probs = jnp.asarray(dmap.labels), jnp.asarray(dmap.probs)
     elif mode == "oracle":
         labels = _oracle_labels(levels, image.shape, origins)
         probs = jax.nn.one_hot(labels, NUM_CLASSES, dtype=image.dtype)
@@ -218,20 +204,26 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
         timings["classify"] = timings.get("classify", 0.0) + t1 - t0
         timings["deconvolve"] = timings.get("deconvolve", 0.0) + t2 - t1
     rows, cols = _grid_shape(origins)
-    return out, labels.reshape(rows, cols), probs.reshape(rows, cols, -1), origins
+    from lbdvd_jax.estimator import defocus_from_probs
+    z, _, cert = defocus_from_probs(np.asarray(probs, np.float32))
+    lab = np.asarray(labels).reshape(rows, cols)
+    z = np.where(lab == BG_LABEL, np.nan, z.reshape(rows, cols)).astype(np.float32)
+    return (out, labels.reshape(rows, cols), probs.reshape(rows, cols, -1), origins, z,
+            cert.reshape(rows, cols).astype(np.float32))
 
 
 def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None,
             stride: int = 42, weights="triangular", context: int | None = None,
-            num_iter: int = 15, chunk_size: int | None = None, psf_size: int = 49,
+            num_iter=None, chunk_size: int | None = None, psf_size: int = 49,
             pad_mode: str = "reflect", shard: bool | None = None, background="auto",
-            progress=None, _timings: dict | None = None) -> Restoration:
+            progress=None, pool: bool = True, _timings: dict | None = None) -> Restoration:
     """Learning-based depth-variant deconvolution of a wide-field image (or a stack of them).
 
     Args:
       image: (H, W) image in camera counts (uint8/uint16/float; H, W >= 84), or (B, H, W)
         images of one shape (classified and restored one after another with one compile).
-      model: DelpNet (`load_delpnet()`); needed by 'dv' and 'soft' (keyword-only).
+      model: the defocus estimator (`load_delpnet()`), a paper `DelpNet`, or a callable
+        (n, 84, 84) patches -> (n, 12) probabilities; needed by 'dv' and 'soft' (keyword-only).
       optics: `Optics` of the microscope, giving the 11 level PSFs (keyword-only).
       mode: static (keyword-only): 'dv' (default) the predicted level's PSF per patch; 'di' the
         in-focus (level-0) PSF everywhere; 'oracle' the PSFs of `levels`; 'soft' each
@@ -243,10 +235,11 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
       weights: 'triangular' (default), 'rectangular' or an (84, 84) array (keyword-only).
       context: static px of real neighbours around each patch (default 24 = the 20 µm PSF
         radius; the paper's 110-px window is 13).
-      num_iter: static RL iterations (paper: 15), or one count per level (11 ints): a patch
-        deconvolved with level l's PSF gets num_iter[l] ('di': level 0's; 'soft': its
-        predicted level's). `evaluation.tune_iterations` measures such a table on in-focus
-        data; on BBBC006 noise 15 iterations at level 1 lose 2.8 dB where 1 gains 1.3 dB.
+      num_iter: static RL iterations, or one count per level (11 ints): a patch deconvolved
+        with level l's PSF gets num_iter[l] ('soft': its predicted level's). None (default):
+        `DEFAULT_ITERATIONS` (1 at levels 0-1, 15 above) for 'dv', 'soft' and 'oracle', the
+        paper's 15 for 'di'. `evaluation.tune_iterations` measures such a table on in-focus
+        data; on BBBC006 noise 15 iterations at level 1 lose 3.1 dB where 1 gains 1.0 dB.
       chunk_size: static patches per streaming step (None: 8 on a CPU, 256 on an accelerator);
         bounds memory, does not change the result.
       psf_size: static odd PSF size (49 holds 99 % of the 20 µm PSF).
@@ -265,6 +258,8 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
         Sharding replicates the image-sized buffers on every host device, so peak memory
         grows with the device count (`bench_restore.py --devices 1` vs the default reports
         it); pass shard=False when memory, not time, is the limit.
+      pool: 'dv'/'soft': pool level evidence between neighbouring patches (default True;
+        `defocus_map.pool_neighbours`); False classifies each patch alone (the paper).
 
     Returns:
       `Restoration(image, levels, probs, origins)`.
@@ -281,14 +276,16 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
       ((520, 696), (12, 16))
     """
     context = DEFAULT_CONTEXT if context is None else int(context)
+    if num_iter is None:
+        num_iter = 15 if mode == "di" else DEFAULT_ITERATIONS
     image = _check(image, model, mode, levels, weights, stride)
     psfs = psf_stack(optics, size=psf_size)
     iteration_counts(num_iter, jnp.zeros((1,), jnp.int32), psfs.shape[0])  # validate early
     opts = dict(model=model, psfs=psfs, mode=mode, stride=int(stride), context=context,
-                weights=weights if isinstance(weights, str) else weights, num_iter=num_iter if np.ndim(num_iter) else int(num_iter),
+                weights=weights, num_iter=num_iter if np.ndim(num_iter) else int(num_iter),
                 chunk_size=None if chunk_size is None else int(chunk_size), pad_mode=pad_mode,
                 shard=jax.local_device_count() > 1 if shard is None else bool(shard),
-                background=background, progress=progress,
+                background=background, progress=progress, pool=bool(pool),
                 timings=_timings)
     if not isinstance(weights, str):
         raise TypeError("weights: pass 'triangular' or 'rectangular' (array weights are "
@@ -299,7 +296,8 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
     outs = [_restore_one(im, levels=np.asarray(levels)[b] if per_image else levels, **opts)
             for b, im in enumerate(image)]
     return Restoration(jnp.stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs]),
-                       jnp.stack([o[2] for o in outs]), outs[0][3])
+                       jnp.stack([o[2] for o in outs]), outs[0][3],
+                       np.stack([o[4] for o in outs]), np.stack([o[5] for o in outs]))
 
 
 def restore_timed(image, **kwargs):

@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from lbdvd_jax.bessel import j0
-from lbdvd_jax.optics import Optics
 
 __all__ = ["DEFOCUS_LEVELS_UM", "defocus_psf", "enclosed_energy", "kernel_size_for", "psf_stack", "radial_psf"]
 

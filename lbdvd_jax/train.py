@@ -14,7 +14,7 @@ import json
 import pathlib
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

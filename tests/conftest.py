@@ -25,3 +25,11 @@ def data_dir():
     if not DATA.exists():
         pytest.skip(f"real data folder not found at {DATA}")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def real_fields():
+    """(1, H, W) float32: the bundled real in-focus BBBC006 field a01 (ships with the package)."""
+    from lbdvd_jax.demo import bundled_path
+    from lbdvd_jax.io import read_tiff
+    return read_tiff(bundled_path("a01_infocus.tif")).data[None].astype(np.float32)

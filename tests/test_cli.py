@@ -10,7 +10,6 @@ import pytest
 import tifffile
 
 from lbdvd_jax import __version__
-from lbdvd_jax import pipeline
 from lbdvd_jax.cli import main
 from lbdvd_jax.io import read_tiff
 
@@ -36,9 +35,13 @@ def test_version_and_help(capsys):
     assert "restore" in capsys.readouterr().out
 
 
-def test_train_forwards_to_the_training_script(capsys):
+def test_train_forwards_to_the_training_applications(capsys):
     assert main(["train", "--help"]) == 0
-    assert "--preset" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "usage: lbdvd train" in out and "--rps-weight" in out and "LBDVD_INFOCUS" in out
+    assert main(["train", "--paper-delpnet", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: lbdvd train --paper-delpnet" in out and "--preset" in out
 
 
 def test_module_entry_point():
@@ -78,13 +81,9 @@ def test_restore_files_and_folders(tmp_path, rng, capsys):
 
 
 def test_predict_and_psf(tmp_path, rng, capsys, monkeypatch):
-    def classify(model, patches):
-        import jax
-        import jax.numpy as jnp
-        lab = jnp.full((patches.shape[0],), 4, jnp.int32)
-        return lab, jax.nn.one_hot(lab, 12)
-    monkeypatch.setattr(pipeline, "_classify", classify)
-    monkeypatch.setattr("lbdvd_jax.demo._load_model", lambda path: (None, "fake"))
+    def classify(patches):  # any callable patches -> (n, 12) probabilities is a model
+        return np.eye(12, dtype=np.float32)[np.full(patches.shape[0], 4)]
+    monkeypatch.setattr("lbdvd_jax.demo._load_model", lambda path: (classify, "fake"))
     tifffile.imwrite(tmp_path / "a.tif", _cells(rng))
     assert main(["predict", str(tmp_path / "a.tif"), "-o", str(tmp_path / "map.tif")]) == 0
     out = capsys.readouterr().out

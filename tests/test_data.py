@@ -6,13 +6,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference as ref
 import tifffile
 
-import reference as ref
 from lbdvd_jax import Optics, psf_stack
-from lbdvd_jax.data import (BG_LABEL, COUNT_SCALE, CameraModel, add_camera_noise, bg_mask,
-                            defocus_crops, load_infocus_fields, make_eval_set, select_focal_plane,
-                            split_fields, synth_batch, tile_fields)
+from lbdvd_jax.data import (
+    BG_LABEL,
+    COUNT_SCALE,
+    CameraModel,
+    add_camera_noise,
+    bg_mask,
+    defocus_crops,
+    load_infocus_fields,
+    make_eval_set,
+    select_focal_plane,
+    split_fields,
+    synth_batch,
+    tile_fields,
+)
 from lbdvd_jax.phantoms import phantom, phantoms
 
 INFOCUS = "bbbc006/infocus"

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import scipy.signal
 import tifffile
+from reference import psf_quad
 
 from lbdvd_jax import Optics
 from lbdvd_jax.fit import fit_defocus
-
-from reference import psf_quad
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lbdvd_jax import (
-    depth_invariant_deconvolve, depth_variant_deconvolve, extract_patches, montage, patch_grid,
-    rectangular_weights, richardson_lucy, seam_score, sharded_map, triangular_weights,
+    depth_invariant_deconvolve,
+    depth_variant_deconvolve,
+    extract_patches,
+    montage,
+    patch_grid,
+    rectangular_weights,
+    richardson_lucy,
+    seam_score,
+    sharded_map,
+    triangular_weights,
 )
 from lbdvd_jax.patches import (
-    add_windows_in_place, deconvolve_streaming, deconvolve_windows, gather_windows,
+    add_windows_in_place,
+    deconvolve_streaming,
+    deconvolve_windows,
+    gather_windows,
     scatter_add_windows,
 )
 from tests.reference import patchwise_ref

@@ -1,10 +1,10 @@
 """restore(): modes against float64 loop oracles, pass-through, chunking, compile-once, stacks."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from reference import restore_ref
 
 from lbdvd_jax import pipeline
 from lbdvd_jax.model import DelpNet
@@ -12,7 +12,6 @@ from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import depth_variant_deconvolve, patch_grid
 from lbdvd_jax.pipeline import level_map_pixels, predict_levels, restore, restore_timed
 from lbdvd_jax.psf import psf_stack
-from reference import restore_ref
 
 SHAPE = (130, 170)  # 3 x 4 patches at stride 42, flush last row/column
 FAST = dict(context=6, num_iter=4, psf_size=11, background=0.0)
@@ -103,26 +102,26 @@ def test_per_pixel_level_map_is_sampled_at_patch_centres(rng):
     np.testing.assert_array_equal(a.levels, labels)
 
 
-def _fake_classifier(labels, probs):
-    def classify(model, patches):
-        n = patches.shape[0]
-        return jnp.asarray(labels[:n]), jnp.asarray(probs[:n])
+def _fake_classifier(probs):
+    """A model through the public seam: any callable patches -> (n, 12) probabilities."""
+    def classify(patches):
+        return np.asarray(probs[: patches.shape[0]])
     return classify
 
 
-def test_soft_with_one_hot_probabilities_equals_dv(rng, monkeypatch):
+def test_soft_with_one_hot_probabilities_equals_dv(rng):
     img = _image(rng).astype(np.float32)
     labels = rng.integers(1, 12, 12).astype(np.int32)  # no level 0: soft deconvolves it
     probs = np.eye(12, dtype=np.float32)[labels]
-    monkeypatch.setattr(pipeline, "_classify", _fake_classifier(labels, probs))
-    dv = restore(img, model=object(), mode="dv", **FAST)
-    soft = restore(img, model=object(), mode="soft", **FAST)
+    model = _fake_classifier(probs)
+    dv = restore(img, model=model, mode="dv", pool=False, **FAST)
+    soft = restore(img, model=model, mode="soft", pool=False, **FAST)
     oracle = restore(img, mode="oracle", levels=labels, **FAST)
+    np.testing.assert_array_equal(np.asarray(dv.levels).ravel(), labels)
     np.testing.assert_allclose(dv.image, oracle.image, rtol=1e-6)
     np.testing.assert_allclose(soft.image, dv.image, rtol=1e-5, atol=1e-3)
     mixed = probs * 0.5 + 0.5 * np.eye(12, dtype=np.float32)[np.clip(labels - 1, 1, 10)]
-    monkeypatch.setattr(pipeline, "_classify", _fake_classifier(labels, mixed))
-    soft2 = restore(img, model=object(), mode="soft", **FAST)
+    soft2 = restore(img, model=_fake_classifier(mixed), mode="soft", pool=False, **FAST)
     assert not np.allclose(soft2.image, soft.image)
 
 
@@ -148,23 +147,23 @@ def test_dv_with_a_fresh_delpnet_and_timings(rng):
     model = DelpNet(rngs=nnx.Rngs(0))
     model.eval()
     img = _image(rng, (84, 130)).astype(np.float32)
-    labels, probs, origins = predict_levels(img, model=model)
+    labels, probs, origins = predict_levels(img, model=model, pool=False)[:3]
     assert labels.shape == (3,) and probs.shape == (3, 12) and origins.shape == (3, 2)
     np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, rtol=1e-5)
-    res, t = restore_timed(img.astype(np.uint16), model=model, **FAST)
+    res, t = restore_timed(img.astype(np.uint16), model=model, pool=False, **FAST)
     assert res.levels.shape == (1, 3) and res.probs.shape == (1, 3, 12)
+    assert res.z_um.shape == (1, 3) and res.certainty.shape == (1, 3)
     np.testing.assert_array_equal(res.levels.ravel(), labels)
     assert set(t) == {"classify", "deconvolve", "total"}
 
 
-def test_chunked_classification_keeps_order(rng, monkeypatch):
-    def classify(model, patches):
-        lab = (jnp.mean(patches, axis=(1, 2)) // 7).astype(jnp.int32) % 12
-        return lab, jax.nn.one_hot(lab, 12)
-    monkeypatch.setattr(pipeline, "_classify", classify)
+def test_chunked_classification_keeps_order(rng):
+    def classify(patches):
+        lab = (np.mean(patches, axis=(1, 2)) // 7).astype(np.int64) % 12
+        return np.eye(12, dtype=np.float32)[lab]
     img = _image(rng).astype(np.float32)
-    a = predict_levels(img, model=None, chunk_size=5)[0]
-    b = predict_levels(img, model=None, chunk_size=100)[0]
+    a = predict_levels(img, model=classify, batch_size=2, pool=False).labels
+    b = predict_levels(img, model=classify, batch_size=100, pool=False).labels
     np.testing.assert_array_equal(a, b)
     assert len(set(np.asarray(a).tolist())) > 1
 

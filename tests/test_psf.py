@@ -1,15 +1,14 @@
 import jax
-import jax.test_util  # noqa: F401  (check_grads)
 import jax.numpy as jnp
+import jax.test_util  # noqa: F401  (check_grads)
 import numpy as np
 import pytest
 import scipy.special
 import tifffile
+from reference import psf_quad
 
 from lbdvd_jax import DEFOCUS_LEVELS_UM, Optics, defocus_psf, j0, j1, kernel_size_for, psf_stack
 from lbdvd_jax.psf import enclosed_energy, radial_psf
-
-from reference import psf_quad
 
 X = np.concatenate([np.linspace(0.0, 10.0, 5001), np.linspace(10.0, 400.0, 20001)])
 

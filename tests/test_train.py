@@ -7,11 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import classification_metrics_ref, top_k_ref
 
 from lbdvd_jax import train as T
 from lbdvd_jax.metrics_cls import classification_report, confusion_matrix, top_k_curve, write_report
 from lbdvd_jax.model import DelpNetConfig
-from reference import classification_metrics_ref, top_k_ref
 
 TINY = DelpNetConfig(features=((4, 3, 2), (8, 3, 2)), patch_size=16, dropout_rate=0.0, head_dropout_rate=0.0)
 

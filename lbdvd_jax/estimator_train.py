@@ -1,0 +1,288 @@
+"""Training the defocus estimator: scale-randomised synthetic batches, ordinal loss, resumable loop.
+
+Batches come from `data.synth_batch` (real in-focus fields blurred by the Eq. 2 PSF, camera
+noise calibrated on BBBC006, the paper's bg rule in 16-bit counts), then pass through what a
+different camera or file format would do: a random global gain (log-uniform, default 1/24..1:
+8-bit files are 16-bit counts / 16) and, for half of the batch, integer rounding. A share of the
+level-10 patches is blurred beyond 20 µm (24..40 µm) and still labelled 10: the top level means
+"20 µm or more", so planes beyond the range saturate instead of landing anywhere.
+
+Loss: cross-entropy over the 12 classes plus `rps_weight` x the ranked probability score over
+the 11 ordered levels (non-bg patches), which charges a call by how far it lands from the true
+level (Yang et al. 2018). The state is a dict pytree; step s draws its data from
+fold_in(key, s), so a run resumed from an orbax checkpoint equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from lbdvd_jax import checkpoint as ckpt_lib
+from lbdvd_jax.constants import BG_LABEL, COUNT_SCALE, NUM_LEVELS
+from lbdvd_jax.data import synth_batch
+from lbdvd_jax.estimator import DefocusEstimator, EstimatorConfig, estimator_logits
+from lbdvd_jax.estimator_weights import export_estimator
+from lbdvd_jax.metrics_cls import classification_report
+from lbdvd_jax.optics import Optics
+from lbdvd_jax.psf import psf_stack
+
+__all__ = ["BEYOND_Z_UM", "EstimatorTrainConfig", "fit_estimator", "ordinal_loss",
+           "ranked_probability_score", "training_psfs", "training_batch"]
+
+BEYOND_Z_UM = (24.0, 28.0, 32.0, 36.0, 40.0)  #: defocus beyond level 10, labelled 10
+TRAIN_PSF_SIZE = 79  #: holds 99 % of the 40 µm PSF (kernel_size_for)
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorTrainConfig:
+    """Data, loss, optimiser and schedule of an estimator run.
+
+    Attributes:
+        batch_size: patches per step.
+        learning_rate: AdamW peak; warmup_steps linear warm-up; total_steps / cooldown_steps
+            the warmup-stable-decay schedule (a run can be extended before its cool-down).
+        weight_decay: decoupled weight decay.
+        rps_weight: weight of the ranked probability score (0 = cross-entropy only).
+        gain_range: log-uniform global gain applied after the camera (1/16 = 8-bit files).
+        round_fraction: share of patches rounded to integers after the gain.
+        scale_range: signal scale above the offset (photon budget), log-uniform.
+        beyond_fraction: share of level-10 patches drawn from `BEYOND_Z_UM`.
+        phantom_fraction: share of procedural phantoms (`phantoms.py`).
+        zoom_fraction: share of level-0 patches shown as by a microscope with finer pixels: the
+            centre 84/s px magnified s x (log-uniform in `zoom_range`) and fresh camera noise
+            added at the new pixels; still level 0 (in focus is in focus at any sampling).
+        seed: initialisation and data.
+    """
+
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    warmup_steps: int = 200
+    total_steps: int = 20_000
+    cooldown_steps: int = 3_000
+    weight_decay: float = 1e-4
+    rps_weight: float = 1.0
+    gain_range: tuple[float, float] = (1.0 / 24.0, 1.0)
+    round_fraction: float = 0.5
+    scale_range: tuple[float, float] = (0.3, 3.0)
+    beyond_fraction: float = 0.3
+    phantom_fraction: float = 0.1
+    zoom_fraction: float = 0.0
+    zoom_range: tuple[float, float] = (1.0, 4.0)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def training_psfs(optics=Optics(), *, size=TRAIN_PSF_SIZE):
+    """(16, size, size) PSFs: the 11 levels, then `BEYOND_Z_UM`."""
+    z = np.concatenate([2.0 * np.arange(NUM_LEVELS), BEYOND_Z_UM])
+    return psf_stack(optics, jnp.asarray(z, jnp.float32), size=size)
+
+
+def training_batch(key, fields, psfs, *, config: EstimatorTrainConfig):
+    """(counts (B, 84, 84) float32 at a random gain, labels (B,) int32 0..11). Jittable."""
+    b = config.batch_size
+    k_lv, k_beyond, k_syn, k_gain, k_round = jax.random.split(key, 5)
+    levels = jax.random.randint(k_lv, (b,), 0, NUM_LEVELS)
+    nb = len(BEYOND_Z_UM)
+    u = jax.random.uniform(k_beyond, (b, 2))
+    beyond = NUM_LEVELS + jnp.minimum((u[:, 1] * nb).astype(jnp.int32), nb - 1)
+    levels = jnp.where((levels == NUM_LEVELS - 1) & (u[:, 0] < config.beyond_fraction), beyond, levels)
+    x, y = synth_batch(k_syn, fields, psfs, batch_size=b, levels=levels,
+                       phantom_fraction=config.phantom_fraction, scale_range=config.scale_range)
+    y = jnp.where(y == psfs.shape[0], BG_LABEL, jnp.minimum(y, NUM_LEVELS - 1)).astype(jnp.int32)
+    if config.zoom_fraction > 0:
+        x, y = _zoom_in_focus(jax.random.fold_in(key, 7), x, y, config)
+    lo, hi = np.log(config.gain_range[0]), np.log(config.gain_range[1])
+    gain = jnp.exp(jax.random.uniform(k_gain, (b, 1, 1), minval=lo, maxval=hi))
+    counts = x[..., 0] * COUNT_SCALE * gain
+    rounded = jax.random.uniform(k_round, (b, 1, 1)) < config.round_fraction
+    return jnp.where(rounded, jnp.round(counts), counts), y
+
+
+def _zoom_in_focus(key, x, y, config):
+    """Magnify a share of the level-0 patches (see `EstimatorTrainConfig.zoom_fraction`)."""
+    from lbdvd_jax.data import OFFSET, add_camera_noise
+
+    b, p = x.shape[0], x.shape[1]
+    k_pick, k_s, k_noise = jax.random.split(key, 3)
+    lo, hi = np.log(config.zoom_range[0]), np.log(config.zoom_range[1])
+    s = jnp.exp(jax.random.uniform(k_s, (b,), minval=lo, maxval=hi))
+    coords = (jnp.arange(p) - (p - 1) / 2.0)
+    counts = x[..., 0] * COUNT_SCALE
+
+    def magnify(img, scale):
+        c = (p - 1) / 2.0 + coords / scale
+        yy, xx = jnp.meshgrid(c, c, indexing="ij")
+        return jax.scipy.ndimage.map_coordinates(img, [yy, xx], order=1, mode="nearest")
+
+    zoomed = jax.vmap(magnify)(counts, s)
+    zoomed = jnp.clip(jnp.round(add_camera_noise(k_noise, jnp.maximum(zoomed, OFFSET))), 0, COUNT_SCALE)
+    pick = (y == 0) & (jax.random.uniform(k_pick, (b,)) < config.zoom_fraction)
+    x = jnp.where(pick[:, None, None, None], (zoomed / COUNT_SCALE)[..., None], x)
+    return x, y
+
+
+def ranked_probability_score(probs, labels):
+    """Ranked probability score over ordered classes: Σ_k (CDF_p(k) - [k >= y])² / (K - 1).
+
+    Args:
+        probs: (n, K) probabilities of K ordered classes.
+        labels: (n,) int true class in 0..K-1.
+
+    Returns:
+        (n,) scores in [0, 1]; 0 for a one-hot hit, growing with the distance of the mass.
+    """
+    k = probs.shape[-1]
+    cdf = jnp.cumsum(probs, axis=-1)[..., :-1]
+    target = (jnp.arange(k - 1)[None, :] >= labels[:, None]).astype(probs.dtype)
+    return jnp.sum(jnp.square(cdf - target), axis=-1) / (k - 1)
+
+
+def ordinal_loss(logits, labels, *, rps_weight=1.0):
+    """Cross-entropy over the 12 classes + rps_weight x RPS over the 11 levels (non-bg only).
+
+    Returns:
+        scalar mean loss.
+    """
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if not rps_weight:
+        return jnp.mean(ce)
+    p = jax.nn.softmax(logits[:, :NUM_LEVELS], axis=-1)  # level distribution, bg removed
+    is_level = labels != BG_LABEL
+    rps = ranked_probability_score(p, jnp.where(is_level, labels, 0))
+    return jnp.mean(ce) + rps_weight * jnp.sum(jnp.where(is_level, rps, 0.0)) / jnp.maximum(jnp.sum(is_level), 1)
+
+
+def _schedule(c: EstimatorTrainConfig):
+    def lr(step):
+        step = jnp.asarray(step, jnp.float32)
+        w = jnp.minimum(1.0, (step + 1.0) / max(c.warmup_steps, 1))
+        d = jnp.clip((c.total_steps - step) / max(c.cooldown_steps, 1), 0.0, 1.0)
+        return c.learning_rate * w * d
+    return lr
+
+
+def _optimizer(c: EstimatorTrainConfig):
+    return optax.chain(optax.clip_by_global_norm(1.0),
+                       optax.adamw(_schedule(c), weight_decay=c.weight_decay))
+
+
+def _log(msg):
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, fields, *,
+                  out_dir, eval_sets: dict, eval_every: int = 250, ckpt_every_s: float = 120.0,
+                  max_seconds: float | None = None, max_steps: int | None = None,
+                  optics=Optics(), log_every: int = 50):
+    """Train (or resume) an estimator run in `out_dir`; evaluate and export the best on 'val'.
+
+    Args:
+        model_config, config: architecture and training configuration.
+        fields: (F, H, W) in-focus training fields in counts.
+        out_dir: run folder: `ckpt/` (orbax, full state), `history.json` (learning curve with
+            wall and process-CPU minutes), `best.npz` (best 'val' accuracy, parameters only).
+        eval_sets: name -> (counts (n, 84, 84), labels (n,)); 'val' chooses the model, the
+            others (test fields) are recorded only.
+        eval_every: steps between evaluations; ckpt_every_s seconds between checkpoints.
+        max_seconds, max_steps: stop early (the state is checkpointed).
+
+    Returns:
+        the history list.
+    """
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"model": model_config.to_dict(),
+                                                 "train": config.to_dict()}, indent=1))
+    model = DefocusEstimator(model_config, rngs=nnx.Rngs(config.seed))
+    graphdef, params = nnx.split(model)
+    tx = _optimizer(config)
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+             "key": jax.random.key_data(jax.random.key(config.seed + 1)),
+             "elapsed_s": jnp.zeros((), jnp.float32), "cpu_s": jnp.zeros((), jnp.float32)}
+    history = []
+    with ckpt_lib.checkpoint_manager(out / "ckpt") as mgr:
+        if mgr.latest_step() is not None:
+            state = ckpt_lib.restore_train_state(mgr, state)
+            if (out / "history.json").exists():
+                history = json.loads((out / "history.json").read_text())
+            _log(f"resumed from step {int(state['step'])}")
+        fields = jnp.asarray(fields, jnp.float32)
+        psfs = training_psfs(optics)
+
+        @jax.jit
+        def step_fn(state):
+            key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
+            x, y = training_batch(key, fields, psfs, config=config)
+
+            def loss_fn(p):
+                logits = estimator_logits(graphdef, p, x)
+                return ordinal_loss(logits, y, rps_weight=config.rps_weight), logits
+
+            (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+            updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+            new = dict(state, step=state["step"] + 1, opt_state=opt_state,
+                       params=optax.apply_updates(state["params"], updates))
+            return new, loss, jnp.mean(jnp.argmax(logits, -1) == y)
+
+        predict = jax.jit(lambda p, x: jax.nn.softmax(estimator_logits(graphdef, p, x)))
+
+        def evaluate(params):
+            rec = {}
+            for name, (x, y) in eval_sets.items():
+                probs = np.concatenate([np.asarray(predict(params, jnp.asarray(x[i:i + 256])))
+                                        for i in range(0, len(x), 256)])
+                rep = classification_report(np.asarray(y), np.log(np.maximum(probs, 1e-30)))
+                rec[name] = {k: rep[k] for k in ("accuracy", "within_1", "f1")}
+                rec[name]["recall"] = rep["per_class"]["recall"] if "per_class" in rep else None
+            return rec
+
+        stop = min(config.total_steps, max_steps or config.total_steps)
+        best = max((h["val"]["accuracy"] for h in history), default=-1.0)
+        t0, c0 = time.perf_counter(), time.process_time()
+        e0, cpu0 = float(state["elapsed_s"]), float(state["cpu_s"])
+        last_ckpt = t0
+        step = int(state["step"])
+        while step < stop:
+            state, loss, acc = step_fn(state)
+            step += 1
+            state["elapsed_s"] = jnp.asarray(e0 + time.perf_counter() - t0, jnp.float32)
+            state["cpu_s"] = jnp.asarray(cpu0 + time.process_time() - c0, jnp.float32)
+            if step % log_every == 0:
+                _log(f"step {step}/{stop} {float(state['elapsed_s']) / 60:6.1f} min "
+                     f"loss {float(loss):.4f} acc {float(acc):.3f}")
+            if step % eval_every == 0 or step == stop:
+                rec = {"step": step, "minutes": float(state["elapsed_s"]) / 60,
+                       "cpu_minutes": float(state["cpu_s"]) / 60,
+                       "patches": step * config.batch_size, **evaluate(state["params"])}
+                history.append(rec)
+                (out / "history.json").write_text(json.dumps(history, indent=1))
+                _log("eval " + json.dumps({k: (v["accuracy"] if isinstance(v, dict) else v)
+                                           for k, v in rec.items()}))
+                if rec["val"]["accuracy"] > best:
+                    best = rec["val"]["accuracy"]
+                    export_estimator(out / "best.npz", model_config, state["params"],
+                                     metadata={"step": step, "train": config.to_dict(),
+                                               **{k: v for k, v in rec.items() if k != "step"}})
+            now = time.perf_counter()
+            if now - last_ckpt >= ckpt_every_s or step == stop or (
+                    max_seconds is not None and now - t0 >= max_seconds):
+                ckpt_lib.save_train_state(mgr, state)
+                mgr.wait_until_finished()
+                last_ckpt = now
+                if max_seconds is not None and now - t0 >= max_seconds:
+                    break
+    return history

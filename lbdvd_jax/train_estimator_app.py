@@ -1,0 +1,82 @@
+"""`lbdvd train`: the defocus estimator on synthetic defocus of real in-focus fields, resumably.
+
+Fields come from --fields or $LBDVD_INFOCUS and are split by `data.split_fields` (BBBC006:
+train a03-a07; val a01 chooses the model; test a02 is only recorded). Rerunning the same
+command resumes from the last checkpoint in --out (change --total-steps to move the cool-down).
+
+    lbdvd train --out runs/estimator --fields ../shared/data/real/bbbc006/infocus --minutes 120
+    lbdvd train --out runs/spectral_only --conv none --minutes 20
+    lbdvd train --out runs/estimator --export lbdvd_jax/weights/estimator.npz   # best.npz -> file
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import jax
+
+from lbdvd_jax.data import load_infocus_fields, make_eval_set, split_fields
+from lbdvd_jax.estimator import DEFAULT_CONV, EstimatorConfig
+from lbdvd_jax.estimator_train import EstimatorTrainConfig, fit_estimator
+from lbdvd_jax.optics import Optics
+from lbdvd_jax.psf import psf_stack
+
+
+def eval_set(fields, seed, per_level):
+    x, y = make_eval_set(jax.random.key(seed), fields, psf_stack(Optics(), size=49), per_level=per_level)
+    return x[..., 0] * 65535.0, y
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="lbdvd train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="run folder (resumed when it holds a checkpoint)")
+    default = os.environ.get("LBDVD_INFOCUS")
+    ap.add_argument("--fields", default=default, required=default is None and "--export" not in (argv or sys.argv),
+                    help="folder of in-focus TIFF fields, >= 3 for a train/val/test split "
+                         "(default: $LBDVD_INFOCUS)")
+    ap.add_argument("--export", default=None, help="copy the run's best.npz (parameters only) here and stop")
+    ap.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
+    ap.add_argument("--total-steps", type=int, default=20000)
+    ap.add_argument("--cooldown-steps", type=int, default=3000)
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--rps-weight", type=float, default=1.0, help="0 = cross-entropy only")
+    ap.add_argument("--zoom-fraction", type=float, default=0.0,
+                    help="share of level-0 patches magnified 1-4x (finer-pixel microscopes)")
+    ap.add_argument("--num-bins", type=int, default=42, help="radial spectrum bins up to Nyquist")
+    ap.add_argument("--conv", default="default", help="'default' or 'none' (spectral branch only)")
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--per-level", type=int, default=100, help="eval patches per level")
+    args = ap.parse_args(argv)
+    if args.export:
+        src = os.path.join(args.out, "best.npz")
+        if not os.path.isfile(src):
+            ap.error(f"--export: {src} does not exist; train first")
+        shutil.copyfile(src, args.export)
+        print(f"exported {src} -> {args.export}")
+        return 0
+    fields, names = load_infocus_fields(args.fields)
+    split = split_fields(names, seed=0)
+    tr = split["train"]
+    print("train", [names[i] for i in tr], "val", [names[i] for i in split["val"]],
+          "test", [names[i] for i in split["test"]], file=sys.stderr)
+    sets = {"val": eval_set(fields[split["val"]], 1, args.per_level),
+            "test": eval_set(fields[split["test"]], 2, args.per_level)}
+    mc = EstimatorConfig(conv=() if args.conv == "none" else DEFAULT_CONV, num_bins=args.num_bins)
+    tc = EstimatorTrainConfig(batch_size=args.batch_size, learning_rate=args.lr,
+                              total_steps=args.total_steps, cooldown_steps=args.cooldown_steps,
+                              rps_weight=args.rps_weight, zoom_fraction=args.zoom_fraction)
+    hist = fit_estimator(mc, tc, fields[tr], out_dir=args.out, eval_sets=sets,
+                         eval_every=args.eval_every, max_steps=args.max_steps,
+                         max_seconds=None if args.minutes is None else 60 * args.minutes)
+    if hist:
+        print(json.dumps(hist[-1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""The defocus estimator's pieces against independent references (NumPy, hand-worked values)."""
+
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lbdvd_jax.checkpoint import load_delpnet
+from lbdvd_jax.defocus_map import EstimatorDomainWarning, pool_neighbours, predict_defocus
+from lbdvd_jax.estimator import DefocusEstimator, EstimatorConfig, defocus_from_probs, estimate_defocus, estimator_probs
+from lbdvd_jax.estimator_train import (
+    EstimatorTrainConfig,
+    ordinal_loss,
+    ranked_probability_score,
+    training_batch,
+    training_psfs,
+)
+from lbdvd_jax.estimator_weights import SHIPPED_ESTIMATOR, export_estimator, load_estimator
+from lbdvd_jax.model import classify_patches
+from lbdvd_jax.spectral import CLIP_FACTOR, noise_sigma, radial_power_spectrum, spectral_features
+
+TINY = EstimatorConfig(num_bins=8, conv=((4, 3, 2), (8, 3, 2)), spectral_width=8, hidden=16)
+
+
+# ---------------------------------------------------------------- spectral features vs NumPy
+
+def _numpy_radial_spectrum(patch, num_bins):
+    """Independent float64 reference: full 2-D FFT, explicit loops over the radius bins."""
+    h, w = patch.shape
+    win = np.outer(0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(h) + 0.5) / h),
+                   0.5 - 0.5 * np.cos(2 * np.pi * (np.arange(w) + 0.5) / w))
+    power = np.abs(np.fft.fft2((patch - patch.mean()) * win)) ** 2
+    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing="ij")
+    rho = np.hypot(fy, fx)
+    out = []
+    for b in range(num_bins + 1):
+        lo, hi = b / (2 * num_bins), (b + 1) / (2 * num_bins)
+        sel = (rho > lo) & (rho <= hi) if b < num_bins else rho > 0.5
+        # rfft2 holds the columns fx >= 0 and the Nyquist column (-0.5 in fftfreq) once
+        sel_half = sel & ((fx >= 0) | np.isclose(fx, -0.5))
+        out.append(power[sel_half].mean())
+    return np.array(out)
+
+
+@pytest.mark.parametrize("shape", [(84, 84), (96, 84)])
+def test_radial_power_spectrum_matches_numpy(rng, shape):
+    patch = rng.normal(100, 5, shape) + 50 * np.sin(np.arange(shape[1]) / 3.0)
+    with jax.enable_x64(True):
+        got = np.asarray(radial_power_spectrum(jnp.asarray(patch, jnp.float64), num_bins=12))
+    ref = _numpy_radial_spectrum(patch, 12)
+    np.testing.assert_allclose(got, ref, rtol=1e-10)
+
+
+def test_noise_sigma_of_white_noise_and_with_sharp_objects(rng):
+    noise = rng.normal(0, 3.0, (84, 84))
+    assert noise_sigma(jnp.asarray(noise, jnp.float32)) == pytest.approx(3.0, rel=0.05)
+    spots = noise.copy()
+    spots[10:30, 10:30] += 800 * rng.random((20, 20))  # sharp texture over 6 % of the patch
+    assert noise_sigma(jnp.asarray(spots, jnp.float32)) == pytest.approx(3.0, rel=0.1)
+    # truncated-Gaussian factor: E[z^2 | |z| < 2] from scipy's normal distribution
+    from scipy import stats
+    ref = stats.truncnorm(-2, 2).var()
+    assert CLIP_FACTOR == pytest.approx(ref, rel=1e-12)
+
+
+def test_spectral_features_are_affine_invariant_and_zero_for_white_noise(rng):
+    patch = rng.normal(200, 4, (84, 84)) + 300 * np.exp(-((np.arange(84) - 40) / 9.0) ** 2)[None]
+    f = np.asarray(spectral_features(jnp.asarray(patch, jnp.float32)))
+    for a, b in [(1 / 16, 0), (1 / 65535, 0), (3.0, 50.0), (0.5, -80.0)]:
+        g = np.asarray(spectral_features(jnp.asarray(a * patch + b, jnp.float32)))
+        np.testing.assert_allclose(g, f, atol=2e-4)
+    white = np.asarray(spectral_features(jnp.asarray(rng.normal(0, 1, (256, 256)), jnp.float32), num_bins=16))
+    np.testing.assert_allclose(white[:17], 0.0, atol=0.08)  # power / noise floor ~ 1 -> log10 ~ 0
+    const = np.asarray(spectral_features(jnp.full((84, 84), 7.0)))
+    assert np.all(np.isfinite(const))
+
+
+# ---------------------------------------------------------------- ordinal loss, hand-worked
+
+def test_ranked_probability_score_hand_worked():
+    # 3 ordered classes, truth 0; p = (0.5, 0.3, 0.2): CDF (0.5, 0.8), target (1, 1)
+    # RPS = ((0.5-1)^2 + (0.8-1)^2) / 2 = (0.25 + 0.04) / 2 = 0.145
+    p = jnp.array([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5], [0.0, 1.0, 0.0]])
+    y = jnp.array([0, 0, 1])
+    # truth 0, p = (0.2, 0.3, 0.5): ((0.2-1)^2 + (0.5-1)^2)/2 = (0.64 + 0.25)/2 = 0.445; a hit: 0
+    np.testing.assert_allclose(ranked_probability_score(p, y), [0.145, 0.445, 0.0], atol=1e-7)
+
+
+def test_ordinal_loss_adds_rps_on_levels_only():
+    logits = jnp.log(jnp.array([[0.6, 0.2, 0.1] + [0.01] * 8 + [0.02],
+                                [0.05] * 11 + [0.45]]))
+    y = jnp.array([1, 11])
+    ce = -np.log(np.asarray(jax.nn.softmax(logits))[[0, 1], [1, 11]]).mean()
+    p = np.asarray(jax.nn.softmax(logits[0, :11]))
+    cdf = np.cumsum(p)[:-1]
+    rps = np.sum((cdf - (np.arange(10) >= 1)) ** 2) / 10  # only the level patch counts
+    np.testing.assert_allclose(ordinal_loss(logits, y, rps_weight=0.0), ce, rtol=1e-6)
+    np.testing.assert_allclose(ordinal_loss(logits, y, rps_weight=2.0), ce + 2 * rps, rtol=1e-6)
+
+
+def test_defocus_from_probs_expected_z_spread_certainty():
+    probs = np.zeros((3, 12), np.float32)
+    probs[0, 5] = 1.0                      # certain level 5: z 10 µm, spread 0, certainty 1
+    probs[1, 3] = probs[1, 4] = 0.5        # halfway: 7 µm, spread 1 µm
+    probs[2, :11] = 1 / 11                 # uniform: certainty 0
+    z, spread, cert = defocus_from_probs(probs)
+    np.testing.assert_allclose(z[:2], [10.0, 7.0], atol=1e-5)
+    np.testing.assert_allclose(spread[:2], [0.0, 1.0], atol=1e-3)
+    np.testing.assert_allclose(cert, [1.0, 1 - math.log(2) / math.log(11), 0.0], atol=1e-5)
+    probs[0] = 0
+    probs[0, 11] = 1.0
+    assert np.isnan(estimate_defocus(probs).z_um[0])
+
+
+# ---------------------------------------------------------------- pooling
+
+def test_pool_neighbours_repairs_an_isolated_misread_and_keeps_bg():
+    probs = np.zeros((3, 3, 12), np.float32)
+    probs[..., 9] = 0.7
+    probs[..., 8] = 0.3
+    probs[1, 1] = 0
+    probs[1, 1, 8], probs[1, 1, 9] = 0.55, 0.45   # the centre alone leans to 8
+    probs[0, 0] = 0
+    probs[0, 0, 11] = 1.0                          # a bg corner stays bg
+    pooled = pool_neighbours(probs)
+    assert pooled[1, 1].argmax() == 9 and pooled[0, 0].argmax() == 11
+    np.testing.assert_allclose(pooled.sum(-1), 1.0, rtol=1e-5)
+    # geometric mean with certainty weights, by hand for one patch with no neighbours
+    single = pool_neighbours(probs[1:2, 1:2])
+    np.testing.assert_allclose(single[0, 0, :11], probs[1, 1, :11], atol=1e-6)
+
+
+# ---------------------------------------------------------------- model, data, weights
+
+def test_estimator_shapes_scale_invariance_and_constant_patches(rng):
+    model = DefocusEstimator(TINY, rngs=nnx.Rngs(0))
+    patches = rng.poisson(50, (5, 84, 84)).astype(np.float32) + 100
+    p = estimator_probs(model, patches, batch_size=2)
+    assert p.shape == (5, 12) and np.allclose(p.sum(-1), 1, atol=1e-5)
+    np.testing.assert_allclose(estimator_probs(model, patches / 65535.0), p, atol=1e-4)
+    np.testing.assert_allclose(estimator_probs(model, patches * 3 + 20), p, atol=1e-4)
+    labels, _ = classify_patches(model, np.full((2, 84, 84), 110, np.uint16))
+    assert labels.tolist() == [11, 11]  # constant patches are bg, not an error
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 80, 84)), "shape"), (np.full((1, 84, 84), np.nan), "NaN"),
+    (np.array([["a"]]), "numeric")])
+def test_estimator_bad_patches(bad, match):
+    model = DefocusEstimator(TINY, rngs=nnx.Rngs(0))
+    with pytest.raises((ValueError, TypeError), match=match):
+        estimator_probs(model, bad)
+
+
+def test_weights_round_trip_and_wrong_files(tmp_path, rng):
+    model = DefocusEstimator(TINY, rngs=nnx.Rngs(3))
+    path = export_estimator(tmp_path / "e.npz", TINY, nnx.state(model, nnx.Param))
+    again = load_delpnet(path)  # the public loader dispatches on the file's kind
+    assert isinstance(again, DefocusEstimator)
+    x = rng.poisson(80, (3, 84, 84)).astype(np.float32)
+    np.testing.assert_array_equal(estimator_probs(again, x), estimator_probs(model, x))
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_estimator(tmp_path / "bad.npz")
+    from lbdvd_jax.checkpoint import PAPER_DELPNET
+    with pytest.raises(ValueError, match="another model"):
+        load_estimator(PAPER_DELPNET)
+    other = export_estimator(tmp_path / "other.npz", EstimatorConfig(num_bins=8, conv=()),
+                             nnx.state(model, nnx.Param))
+    with pytest.raises(ValueError, match="does not match"):
+        load_estimator(other)
+
+
+def test_training_batch_labels_gain_and_rounding(real_fields):
+    cfg = EstimatorTrainConfig(batch_size=64, round_fraction=1.0, gain_range=(1 / 16, 1 / 16))
+    x, y = jax.jit(lambda k: training_batch(k, real_fields[:1], training_psfs(size=49), config=cfg))(
+        jax.random.key(0))
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.shape == (64, 84, 84) and set(np.unique(y)) <= set(range(12))
+    np.testing.assert_array_equal(x, np.round(x))       # rounded, as an 8-bit file
+    assert x.max() <= 65535 / 16 + 1                    # 16-bit counts / 16
+
+
+def test_predict_defocus_warns_on_noise_free_input():
+    yy, xx = np.mgrid[0:200, 0:200]
+    smooth = (100 + 50 * np.sin(xx / 9.0) * np.cos(yy / 13.0)).astype(np.float32)
+    model = DefocusEstimator(TINY, rngs=nnx.Rngs(0))
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        predict_defocus(smooth, model=model)
+    assert any(issubclass(w.category, EstimatorDomainWarning) for w in got)
+
+
+@pytest.mark.skipif(not SHIPPED_ESTIMATOR.is_file(), reason="no shipped estimator weights")
+def test_shipped_estimator_calls_bundled_in_focus_field_in_focus():
+    from lbdvd_jax.demo import bundled_path
+    from lbdvd_jax.io import read_tiff
+    img = read_tiff(bundled_path("a01_infocus.tif")).data.astype(np.float32)
+    model = load_delpnet()
+    assert isinstance(model, DefocusEstimator)
+    for form in (img, np.round(img / 16), img / 65535.0):
+        lab = predict_defocus(form, model=model, warn=False).labels
+        fg = lab != 11
+        assert np.mean(lab[fg] <= 1) >= 0.9
