@@ -18,6 +18,7 @@ import time
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tifffile
 
@@ -52,6 +53,21 @@ def uniform(model, field, pool):
         fg = lab != BG
         out.append(float(np.mean(lab[fg] == level)) if fg.any() else None)
     return out
+
+
+def restore_gain(model, field, pool):
+    """PSNR (dB) of input, default restore and restore with the true level, per uniform level."""
+    from lbdvd_jax.quality import psnr
+    ref = jnp.asarray(field, jnp.float32)
+    rows = []
+    for level in range(11):
+        img, _ = synthesize_defocus(field, level=level, seed=level)
+        dv = restore(img, model=model, pool=pool)
+        truth = np.where(np.asarray(dv.levels) == BG, BG, level)  # same bg patches, true level
+        oracle = restore(img, mode="oracle", levels=truth)
+        rows.append({"level": level, "input": float(psnr(ref, jnp.asarray(img))),
+                     "dv": float(psnr(ref, dv.image)), "oracle": float(psnr(ref, oracle.image))})
+    return rows
 
 
 def tilt(model, field, pool, seeds=(0, 1, 2)):
@@ -102,6 +118,7 @@ def main(argv=None):
     r["uniform_share_right"] = {short[test]: uniform(model, fields[test], pool),
                                 short[val]: uniform(model, fields[val], pool)}
     r["tilt"] = {short[test]: tilt(model, fields[test], pool)}
+    r["restore_psnr"] = {short[test]: restore_gain(model, fields[test], pool)}
     r["infocus_le1"] = {short[i] + ("" if i in (test, val) else " (train)"):
                         fg_share(model, fields[i], lambda v: v <= 1)[0] for i in range(len(names))}
     z00 = {p.name.split("_")[2]: tifffile.imread(p).astype(np.float32)

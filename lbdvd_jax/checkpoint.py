@@ -95,7 +95,7 @@ def export_weights(path, model_config: DelpNetConfig, params, batch_stats, *, me
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    to_pure = lambda s: s.to_pure_dict() if hasattr(s, "to_pure_dict") else s  # noqa: E731
+    to_pure = lambda s: nnx.to_pure_dict(s) if isinstance(s, nnx.State) else s
     arrays = {**_flatten(to_pure(params), "params"), **_flatten(to_pure(batch_stats), "batch_stats")}
     arrays["__config__"] = np.frombuffer(json.dumps(model_config.to_dict()).encode(), np.uint8)
     arrays["__metadata__"] = np.frombuffer(json.dumps(metadata or {}).encode(), np.uint8)
@@ -189,7 +189,8 @@ def load_delpnet(path=None, *, config: DelpNetConfig | None = None):
                          f"expected {config}; load it without config= or pass the matching file.")
     model = DelpNet(stored_config, rngs=nnx.Rngs(0))
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    expected = {**_flatten(params.to_pure_dict(), "params"), **_flatten(batch_stats.to_pure_dict(), "batch_stats")}
+    expected = {**_flatten(nnx.to_pure_dict(params), "params"),
+                **_flatten(nnx.to_pure_dict(batch_stats), "batch_stats")}
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
     bad = [(k, arrays[k].shape, v.shape) for k, v in expected.items() if k in arrays and arrays[k].shape != v.shape]
@@ -201,7 +202,7 @@ def load_delpnet(path=None, *, config: DelpNetConfig | None = None):
         )
 
     def fill(state, prefix):
-        pure = state.to_pure_dict()
+        pure = nnx.to_pure_dict(state)
         leaves_with_path = jax.tree_util.tree_flatten_with_path(pure)
         names = ["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in p) for p, _ in leaves_with_path[0]]
         new = jax.tree_util.tree_unflatten(

@@ -27,8 +27,9 @@ import warnings
 
 import numpy as np
 
+from lbdvd_jax.constants import MODES
+
 TIFF_SUFFIXES = (".tif", ".tiff")
-MODES = ("dv", "di", "oracle", "soft")
 
 
 class UsageError(Exception):
@@ -104,6 +105,41 @@ def _check_outputs(paths, inputs, overwrite: bool):
             raise UsageError(f"-o: folder {str(p.parent)!r} is not writable")
 
 
+MAX_ITERATIONS = 2000  #: more RL iterations than this only amplify noise (and take minutes per image)
+
+
+def _check_ranges(args):
+    """Every numeric option's range, in CLI words, before any file is read or model loaded."""
+    def bad(opt, got, want):
+        raise UsageError(f"{opt}: got {got!r}, expected {want}")
+
+    stride = getattr(args, "stride", None)
+    if stride is not None and not 1 <= stride <= 84:
+        bad("--stride", stride, "1..84 px (42: triangular montage, the paper's; 84: rectangular)")
+    context = getattr(args, "context", None)
+    if context is not None and not 0 <= context <= 84:
+        bad("--context", context, "0..84 px of neighbours around each patch (default 24)")
+    for opt, name in (("--pixel-um", "pixel_um"), ("--wavelength-um", "wavelength_um"),
+                      ("--na", "na"), ("--n", "n")):
+        v = getattr(args, name, None)
+        if v is not None and not (np.isfinite(v) and v > 0):
+            bad(opt, v, "a positive number")
+    na, n = getattr(args, "na", None), getattr(args, "n", None)
+    if na is not None and na >= (n if n is not None else 1.0):
+        bad("--na", na, f"less than the refractive index --n ({n if n is not None else 1.0})")
+    it = getattr(args, "iterations", None)
+    if it is not None and max(np.atleast_1d(it)) > MAX_ITERATIONS:
+        bad("--iterations", it, f"at most {MAX_ITERATIONS} per level (the paper uses 15)")
+    bg = getattr(args, "background", None)
+    if bg is not None and bg != "auto":
+        try:
+            value = float(bg)
+        except ValueError:
+            bad("--background", bg, "'auto' or a number of counts")
+        if not (np.isfinite(value) and value >= 0):
+            bad("--background", bg, "'auto' or counts >= 0")
+
+
 def _load_model(args):
     from lbdvd_jax.demo import _load_model as load
     return load(getattr(args, "model", None))[0]
@@ -134,14 +170,11 @@ def cmd_restore(args) -> int:
     from lbdvd_jax import io
     from lbdvd_jax.pipeline import restore
 
+    _check_ranges(args)
     if args.mode == "oracle" and args.levels is None:
         raise UsageError("--mode oracle needs --levels LEVELS.tif (a per-patch or per-pixel "
                          "level map, e.g. from `lbdvd predict`)")
-    try:
-        background = "auto" if args.background == "auto" else float(args.background)
-    except ValueError:
-        raise UsageError(f"--background: got {args.background!r}, expected 'auto' or a number "
-                         "of counts") from None
+    background = "auto" if args.background == "auto" else float(args.background)
     inputs = _collect_inputs(args.inputs)
     outputs = _output_paths(inputs, args.output, "")
     _check_outputs(outputs, inputs, args.overwrite)
@@ -168,7 +201,7 @@ def cmd_restore(args) -> int:
         planes = planes[0] if planes.shape[0] == 1 else planes
         result = restore(planes, model=model, optics=optics, mode=args.mode, levels=oracle,
                          stride=args.stride, weights=args.weights, context=args.context,
-                         num_iter=args.iterations, background=background,
+                         num_iter=args.iterations, background=background, pool=not args.no_pool,
                          progress=None if args.quiet else on_patches)
         dst.parent.mkdir(parents=True, exist_ok=True)
         io.write_tiff(dst, np.asarray(result.image).reshape(img.data.shape), like=img,
@@ -182,6 +215,7 @@ def cmd_predict(args) -> int:
     from lbdvd_jax import io
     from lbdvd_jax.pipeline import level_map_pixels, predict_levels
 
+    _check_ranges(args)
     img = io.read_tiff(args.input, default_pixel_um=args.pixel_um)
     optics = _optics(args)
     io.check_pixel_size(img.pixel_um, optics.pixel_um, name=pathlib.Path(args.input).name)
@@ -295,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p, model=True):
         if model:
-            p.add_argument("--model", help="DelpNet weights (default: the shipped weights)")
+            p.add_argument("--model", help="estimator or DelpNet weights .npz (default: the shipped "
+                           "defocus estimator)")
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         return p
 
@@ -304,12 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder (or .tif for one input)")
     p.add_argument("--mode", choices=MODES, default="dv")
     p.add_argument("--levels", help="level map TIFF for --mode oracle (per patch or per pixel)")
-    p.add_argument("--stride", type=int, default=42)
+    p.add_argument("--stride", type=int, default=42,
+                   help="patch grid step in px, 1..84 (default 42: overlapping patches, triangular montage)")
     p.add_argument("--weights", choices=("triangular", "rectangular"), default="triangular")
-    p.add_argument("--context", type=int, default=None, help="context pixels around patches")
-    p.add_argument("--iterations", type=_iterations, default=15,
+    p.add_argument("--context", type=int, default=None,
+                   help="px of real neighbours around each patch for RL, 0..84 (default 24)")
+    p.add_argument("--iterations", type=_iterations, default=None,
                    help="RL iterations: one count (paper: 15) or 11 comma-separated counts, one "
-                        "per defocus level (e.g. from examples/fig8_per_level.py --tune)")
+                        "per defocus level (default: 1 at levels 0-1, 15 above; --mode di: 15)")
+    p.add_argument("--no-pool", action="store_true",
+                   help="classify each patch alone (the paper) instead of pooling neighbours' evidence")
     p.add_argument("--background", default="auto",
                    help="counts subtracted before RL and added back: 'auto' (0.5th percentile, "
                         "default) or a number, e.g. 0 for the paper's RL on raw counts")
@@ -320,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = common(sub.add_parser("predict", help="per-patch defocus levels of one image"))
     p.add_argument("input", metavar="IN")
     p.add_argument("-o", "--output", help="write the level map TIFF here (uint8, 11 = bg)")
-    p.add_argument("--stride", type=int, default=42)
+    p.add_argument("--stride", type=int, default=42, help="patch grid step in px, 1..84 (default 42)")
     _add_optics(p)
     p.set_defaults(func=cmd_predict)
 

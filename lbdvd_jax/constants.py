@@ -10,5 +10,6 @@ LEVEL_STEP_UM = 2.0  #: defocus increment per level, µm (level l is z = 2 l µm
 BG_LABEL = 11  #: the 'bg' class, after the 11 levels
 NUM_CLASSES = 12  #: levels 0..10 and bg
 COUNT_SCALE = 65535.0  #: the paper's linear normalisation (16-bit full scale)
+MODES = ("dv", "di", "oracle", "soft")  #: `restore` modes (pipeline.restore documents each)
 
-__all__ = ["BG_LABEL", "COUNT_SCALE", "LEVEL_STEP_UM", "NUM_CLASSES", "NUM_LEVELS", "PATCH_SIZE"]
+__all__ = ["BG_LABEL", "COUNT_SCALE", "LEVEL_STEP_UM", "MODES", "NUM_CLASSES", "NUM_LEVELS", "PATCH_SIZE"]

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lbdvd_jax.constants import BG_LABEL, COUNT_SCALE, PATCH_SIZE
 from lbdvd_jax.phantoms import PHANTOM_KINDS, phantoms
 from lbdvd_jax.validate import is_concrete
 
@@ -41,9 +42,7 @@ __all__ = [
 GAIN = 0.33  #: camera gain in counts per photoelectron (measured on BBBC006, see module doc)
 OFFSET = 100.0  #: camera offset in counts (BBBC006, Yang et al.'s degrade.py)
 READ_NOISE = 1.3  #: read noise, standard deviation in counts (BBBC006 fit intercept)
-PATCH = 84  #: DelpNet's patch side in pixels
-BG_LABEL = 11  #: the 'bg' class of the paper's 12 (levels 0..10, then bg)
-COUNT_SCALE = 65535.0  #: the paper's linear normalisation (16-bit full scale)
+PATCH = PATCH_SIZE  #: DelpNet's patch side in pixels (`constants.PATCH_SIZE`)
 
 
 class CameraModel(NamedTuple):

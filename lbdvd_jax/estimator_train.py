@@ -264,7 +264,7 @@ def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, f
             if step % log_every == 0:
                 _log(f"step {step}/{stop} {float(state['elapsed_s']) / 60:6.1f} min "
                      f"loss {float(loss):.4f} acc {float(acc):.3f}")
-            if step % eval_every == 0 or step == stop:
+            if eval_sets and (step % eval_every == 0 or step == stop):
                 rec = {"step": step, "minutes": float(state["elapsed_s"]) / 60,
                        "cpu_minutes": float(state["cpu_s"]) / 60,
                        "patches": step * config.batch_size, **evaluate(state["params"])}
@@ -272,7 +272,7 @@ def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, f
                 (out / "history.json").write_text(json.dumps(history, indent=1))
                 _log("eval " + json.dumps({k: (v["accuracy"] if isinstance(v, dict) else v)
                                            for k, v in rec.items()}))
-                if rec["val"]["accuracy"] > best:
+                if rec.get("val", {"accuracy": -1.0})["accuracy"] > best:
                     best = rec["val"]["accuracy"]
                     export_estimator(out / "best.npz", model_config, state["params"],
                                      metadata={"step": step, "train": config.to_dict(),

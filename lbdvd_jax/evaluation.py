@@ -30,14 +30,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.data import BG_LABEL, add_camera_noise, bg_mask
+from lbdvd_jax.constants import BG_LABEL, COUNT_SCALE
+from lbdvd_jax.constants import PATCH_SIZE as PATCH
+from lbdvd_jax.data import add_camera_noise, bg_mask
 from lbdvd_jax.demo import blur_same_reflect
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import psf_stack
 from lbdvd_jax.quality import psnr, ssim
 
 METHODS = ("input", "dv", "dv_oracle", "dv_soft", "di", "blind")
-PATCH = 84
 SHARED_INFOCUS = pathlib.Path(__file__).resolve().parents[2] / "shared/data/real/bbbc006/infocus"
 
 
@@ -92,7 +93,7 @@ def defocused_fields(fields, psfs, *, seed: int = 0):
     expected = blur(jnp.asarray(fields, jnp.float32), psfs)
     key = jax.random.PRNGKey(seed)
     noisy = add_camera_noise(key, expected, present=kept[None, :, None, None])
-    return jnp.clip(jnp.round(noisy), 0.0, 65535.0)
+    return jnp.clip(jnp.round(noisy), 0.0, COUNT_SCALE)
 
 
 def sample_windows(fields, noisy, *, per_level: int = 45, context: int = 24, seed: int = 0):

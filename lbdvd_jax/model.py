@@ -25,9 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-PATCH_SIZE = 84
-NUM_LEVELS = 11  # defocus levels 0..10 (0, 2, ..., 20 um)
-BG_LABEL = 11  # the extra "bg" class
+from lbdvd_jax.constants import BG_LABEL, COUNT_SCALE, NUM_LEVELS, PATCH_SIZE  # noqa: F401 (re-exported)
 
 # (out_channels, kernel, stride) of the 7 convolutional layers; the feature maps for an 84x84
 # input are 42, 21, 21, 11, 11, 6, 3 pixels wide.
@@ -107,6 +105,7 @@ class DelpNet(nnx.Module):
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> from flax import nnx
+
         >>> model = DelpNet(rngs=nnx.Rngs(0))
         >>> logits = model(jnp.zeros((2, 84, 84, 1)))          # inference: running BN stats
         >>> logits.shape
@@ -202,7 +201,6 @@ def conv_macs(config: DelpNetConfig | None = None) -> int:
     return total + in_ch * config.num_classes
 
 
-COUNT_SCALE = 65535.0  # the paper's linear normalisation (16-bit full scale), as in training
 
 _PREDICT_CACHE: dict = {}
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.data import BG_LABEL
+from lbdvd_jax.constants import BG_LABEL
 from lbdvd_jax.deconv import richardson_lucy
 from lbdvd_jax.validate import check_float_array, check_image, check_psf, is_concrete
 

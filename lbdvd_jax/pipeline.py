@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.constants import BG_LABEL, NUM_CLASSES, NUM_LEVELS
+from lbdvd_jax.constants import BG_LABEL, MODES, NUM_CLASSES, NUM_LEVELS
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
 from lbdvd_jax.defocus_map import DefocusMap, predict_defocus
 from lbdvd_jax.optics import Optics
@@ -33,7 +33,6 @@ from lbdvd_jax.psf import psf_stack
 __all__ = ["DEFAULT_ITERATIONS", "MODES", "Restoration", "level_map_pixels", "predict_levels",
            "restore", "restore_timed"]
 
-MODES = ("dv", "di", "oracle", "soft")
 #: RL iterations per level used by default: 1 at levels 0-1, the paper's 15 from level 2 on.
 #: Chosen on the training fields with the true PSF (`evaluation.tune_iterations`, README): at
 #: level 1, 15 iterations lose 3.1 dB against the input where 1 gains 1.0 dB.

@@ -401,6 +401,7 @@ def fit(
             break
     if mgr is not None:
         mgr.wait_until_finished()
+        mgr.close()  # an open manager leaves TensorStore handles to the garbage collector
     return graphdef, state, history
 
 

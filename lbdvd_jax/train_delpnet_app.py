@@ -163,7 +163,8 @@ def raw_bn_reports(out, eval_set):
     cfg = json.loads((out / "config.json").read_text())
     model_config = DelpNetConfig.from_dict(cfg["model"])
     graphdef, _, like = T.init_state(model_config, T.TrainConfig(**cfg["train"]))
-    state = ckpt_lib.restore_train_state(ckpt_lib.checkpoint_manager(out / "ckpt"), like)
+    with ckpt_lib.checkpoint_manager(out / "ckpt") as mgr:
+        state = ckpt_lib.restore_train_state(mgr, like)
     for i, which in enumerate(("val", "test")):
         x, y = eval_set(which, i + 1)
         rep = T.evaluate(graphdef, state["params"], state["batch_stats"], x, y)

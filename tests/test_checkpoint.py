@@ -43,11 +43,11 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
         _assert_trees_equal(resumed[k], full[k])
     # older checkpoints are kept and restorable by step; missing ones are named
     g, _, like = T.init_state(ONE, CFG)
-    mgr = C.checkpoint_manager(tmp_path / "cut" / "ckpt")
-    assert sorted(mgr.all_steps()) == [3, 6]
-    assert int(C.restore_train_state(mgr, like, step=3)["step"]) == 3
-    with pytest.raises(FileNotFoundError, match="available steps"):
-        C.restore_train_state(mgr, like, step=2)
+    with C.checkpoint_manager(tmp_path / "cut" / "ckpt") as mgr:
+        assert sorted(mgr.all_steps()) == [3, 6]
+        assert int(C.restore_train_state(mgr, like, step=3)["step"]) == 3
+        with pytest.raises(FileNotFoundError, match="available steps"):
+            C.restore_train_state(mgr, like, step=2)
 
 
 def test_export_load_identical_logits(tmp_path, rng):
@@ -109,11 +109,11 @@ def test_other_architecture(tmp_path):
     with pytest.raises(ValueError, match="another architecture"):
         C.load_delpnet(forged)
     # an orbax training checkpoint of another model cannot be resumed into this one
-    mgr = C.checkpoint_manager(tmp_path / "ckpt")
-    C.save_train_state(mgr, state)
-    mgr.wait_until_finished()
     _, _, like = T.init_state(other, CFG)
-    with pytest.raises(ValueError, match="does not match"):
-        C.restore_train_state(mgr, like)
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        C.restore_train_state(C.checkpoint_manager(tmp_path / "empty"), like)
+    with C.checkpoint_manager(tmp_path / "ckpt") as mgr:
+        C.save_train_state(mgr, state)
+        mgr.wait_until_finished()
+        with pytest.raises(ValueError, match="does not match"):
+            C.restore_train_state(mgr, like)
+    with C.checkpoint_manager(tmp_path / "empty") as empty, pytest.raises(FileNotFoundError, match="no checkpoint"):
+        C.restore_train_state(empty, like)

@@ -116,6 +116,15 @@ def test_synth(tmp_path, rng):
     (["restore", "IN.tif", "-o", "OUT", "--stride", "0", "--mode", "di"], "stride"),
     (["synth", "IN.tif", "-o", "S.tif", "--level", "12"], "--level"),
     (["restore", "IN.tif", "-o", "OUT", "--mode", "di", "--background", "x"], "--background"),
+    # ranges are checked before any file is read or model loaded, in CLI words
+    (["restore", "IN.tif", "-o", "OUT", "--context", "-1"], "--context: got -1, expected 0..84"),
+    (["restore", "IN.tif", "-o", "OUT", "--pixel-um", "0"], "--pixel-um: got 0.0, expected a positive"),
+    (["restore", "IN.tif", "-o", "OUT", "--pixel-um", "-1"], "--pixel-um"),
+    (["restore", "IN.tif", "-o", "OUT", "--background", "-50"], "--background: got '-50'"),
+    (["restore", "IN.tif", "-o", "OUT", "--iterations", "100000"], "--iterations: .* at most"),
+    (["restore", "IN.tif", "-o", "OUT", "--stride", "0"], "--stride: got 0, expected 1..84"),
+    (["restore", "IN.tif", "-o", "OUT", "--na", "1.2"], "--na: got 1.2, expected less than"),
+    (["predict", "IN.tif", "--stride", "200"], "--stride"),
     (["bogus"], "invalid choice"),
     (["restore", "IN.tif"], "required"),
 ])
