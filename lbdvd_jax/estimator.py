@@ -56,6 +56,7 @@ class EstimatorConfig:
         spectral_width: width of the spectral branch's dense layer.
         hidden: width of the head's hidden layer.
         patch_size: patch side in px (84, the paper's).
+        taper: Tukey taper of the spectral window (1.0 = Hann).
     """
 
     num_bins: int = 42
@@ -63,6 +64,7 @@ class EstimatorConfig:
     spectral_width: int = 64
     hidden: int = 128
     patch_size: int = PATCH_SIZE
+    taper: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "conv", tuple(tuple(int(v) for v in c) for c in self.conv))
@@ -115,7 +117,8 @@ class DefocusEstimator(nnx.Module):
 
     def __call__(self, patches: jax.Array) -> jax.Array:
         """Logits (B, 12) of raw-value patches (B, p, p), any gain and offset."""
-        feats = jax.vmap(lambda p: spectral_features(p, num_bins=self.config.num_bins))(patches)
+        feats = jax.vmap(lambda p: spectral_features(p, num_bins=self.config.num_bins,
+                                                     taper=self.config.taper))(patches)
         h = jax.nn.gelu(self.spec_dense(self.spec_norm(feats)))
         if self.config.conv:
             x = jax.vmap(normalise_patch)(patches)[..., None]
@@ -175,7 +178,7 @@ def estimate_defocus(probs) -> DefocusEstimate:
 @functools.lru_cache(maxsize=8)
 def _probs_fn(graphdef, devices):
     """Jitted probabilities for one architecture, batches split over `devices` (bounded cache)."""
-    from lbdvd_jax.patches import sharded_map
+    from lbdvd_jax.devices import sharded_map
 
     def fn(params, x):
         return sharded_map(lambda xs: jax.nn.softmax(estimator_logits(graphdef, params, xs)),

@@ -256,7 +256,7 @@ def _predict_fn(model: DelpNet):
     With several local devices (two forced host devices on a CPU) the batch is split over
     them; ``benchmarks/bench_delpnet.py`` times this path beside the unfolded module.
     """
-    from lbdvd_jax.patches import sharded_map
+    from lbdvd_jax.devices import sharded_map
 
     key = (model.config, tuple(jax.local_devices()))
     fn = _PREDICT_CACHE.get(key)

@@ -25,6 +25,7 @@ import numpy as np
 
 from lbdvd_jax.constants import BG_LABEL
 from lbdvd_jax.deconv import richardson_lucy
+from lbdvd_jax.devices import sharded_map
 from lbdvd_jax.validate import check_float_array, check_image, check_psf, is_concrete
 
 __all__ = [
@@ -211,30 +212,6 @@ def montage(patches, origins, shape, *, weights="triangular"):
                               jnp.broadcast_to(w, patches.shape))
     ok = den > 0
     return jnp.where(ok, num / jnp.where(ok, den, 1), 0)
-
-
-def sharded_map(fn, *, devices=None):
-    """Split the leading (batch) axis of every argument of ``fn`` over devices with shard_map.
-
-    ``fn`` must be batch-parallel (e.g. a vmapped deconvolution). The batch is zero-padded to
-    a multiple of the device count and cropped back. On CPU, start Python with
-    ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` to use two cores for XLA's FFTs,
-    which otherwise keep about one core busy.
-    """
-    devices = list(jax.local_devices() if devices is None else devices)
-    if len(devices) == 1:
-        return fn
-    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
-    spec = jax.sharding.PartitionSpec("batch")
-    mapped = jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec)
-
-    def run(*args):
-        n = args[0].shape[0]
-        pad = (-n) % len(devices)
-        args = [jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)) for a in args]
-        return mapped(*args)[:n]
-
-    return run
 
 
 def default_chunk_size(backend=None):

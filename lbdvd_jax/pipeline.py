@@ -30,13 +30,18 @@ from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import DEFAULT_CONTEXT, deconvolve_streaming, iteration_counts, patch_grid
 from lbdvd_jax.psf import psf_stack
 
-__all__ = ["DEFAULT_ITERATIONS", "MODES", "Restoration", "level_map_pixels", "predict_levels",
+__all__ = ["DEFAULT_ITERATIONS", "DEFAULT_PSF_DEPTH_UM", "MODES", "Restoration", "level_map_pixels", "predict_levels",
            "restore", "restore_timed"]
 
 #: RL iterations per level used by default: 1 at levels 0-1, the paper's 15 from level 2 on.
 #: Chosen on the training fields with the true PSF (`evaluation.tune_iterations`, README): at
 #: level 1, 15 iterations lose 3.1 dB against the input where 1 gains 1.0 dB.
 DEFAULT_ITERATIONS = (1, 1) + (15,) * (NUM_LEVELS - 2)
+#: Depth (µm) of the PSF used for a patch of each level (the deconvolution policy). A level-1
+#: call is deconvolved with the in-focus PSF: in-focus patches are often read as level 1, and on
+#: the training fields one RL iteration with the 2 µm PSF costs -2.8 dB on a level-0 field where
+#: the 0 µm PSF gains +1.25 dB, while on level-1 fields the two gain +1.27 and +0.65 dB (README).
+DEFAULT_PSF_DEPTH_UM = (0.0, 0.0) + tuple(2.0 * l for l in range(2, NUM_LEVELS))
 
 
 class Restoration(NamedTuple):
@@ -215,7 +220,8 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
             stride: int = 42, weights="triangular", context: int | None = None,
             num_iter=None, chunk_size: int | None = None, psf_size: int = 49,
             pad_mode: str = "reflect", shard: bool | None = None, background="auto",
-            progress=None, pool: bool = True, _timings: dict | None = None) -> Restoration:
+            progress=None, pool: bool = True, psf_depth_um=None,
+            _timings: dict | None = None) -> Restoration:
     """Learning-based depth-variant deconvolution of a wide-field image (or a stack of them).
 
     Args:
@@ -259,6 +265,9 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
         it); pass shard=False when memory, not time, is the limit.
       pool: 'dv'/'soft': pool level evidence between neighbouring patches (default True;
         `defocus_map.pool_neighbours`); False classifies each patch alone (the paper).
+      psf_depth_um: depth in µm of the PSF used for each level's patches (11 numbers; 'dv',
+        'soft', 'oracle'). None: `DEFAULT_PSF_DEPTH_UM` (the in-focus PSF for level 1, 2 µm x
+        level above); `tuple(2.0 * l for l in range(11))` is the paper's.
 
     Returns:
       `Restoration(image, levels, probs, origins)`.
@@ -278,7 +287,16 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
     if num_iter is None:
         num_iter = 15 if mode == "di" else DEFAULT_ITERATIONS
     image = _check(image, model, mode, levels, weights, stride)
-    psfs = psf_stack(optics, size=psf_size)
+    if psf_depth_um is None:
+        psf_depth_um = DEFAULT_PSF_DEPTH_UM if mode != "di" else None
+    if psf_depth_um is not None:
+        depth = np.asarray(psf_depth_um, np.float64)
+        if depth.shape != (NUM_LEVELS,) or not np.all(np.isfinite(depth)) or depth.min() < 0:
+            raise ValueError(f"psf_depth_um: got {psf_depth_um!r}, expected {NUM_LEVELS} finite depths "
+                             ">= 0 in µm, one per level (e.g. DEFAULT_PSF_DEPTH_UM)")
+        psfs = psf_stack(optics, jnp.asarray(depth, dtype=float), size=psf_size)
+    else:
+        psfs = psf_stack(optics, size=psf_size)
     iteration_counts(num_iter, jnp.zeros((1,), jnp.int32), psfs.shape[0])  # validate early
     opts = dict(model=model, psfs=psfs, mode=mode, stride=int(stride), context=context,
                 weights=weights, num_iter=num_iter if np.ndim(num_iter) else int(num_iter),

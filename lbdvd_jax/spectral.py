@@ -86,13 +86,19 @@ def radial_bin_matrix(height, width, num_bins):
     return m / counts
 
 
-def _hann(n, dtype):
-    return (0.5 - 0.5 * jnp.cos(2.0 * jnp.pi * (jnp.arange(n, dtype=dtype) + 0.5) / n))
+def _taper(n, dtype, taper=1.0):
+    """Tukey window of length n: cosine tapers over `taper` / 2 of each end (1.0 = Hann)."""
+    t = (jnp.arange(n, dtype=dtype) + 0.5) / n
+    if taper <= 0:
+        return jnp.ones((n,), dtype)
+    a = taper / 2.0
+    rise = 0.5 - 0.5 * jnp.cos(jnp.pi * jnp.minimum(t, 1.0 - t) / a)
+    return jnp.where(jnp.minimum(t, 1.0 - t) < a, rise, 1.0).astype(dtype)
 
 
-def radial_power_spectrum(patch, *, num_bins=24):
-    """Radially averaged power of the Hann-windowed, mean-removed patch, bins as
-    `radial_bin_matrix` (static `num_bins`).
+def radial_power_spectrum(patch, *, num_bins=24, taper=1.0):
+    """Radially averaged power of the windowed, mean-removed patch, bins as
+    `radial_bin_matrix` (static `num_bins`; static `taper`: Tukey window, 1.0 = Hann).
 
     Args:
         patch: (h, w) float array.
@@ -101,7 +107,7 @@ def radial_power_spectrum(patch, *, num_bins=24):
         (num_bins + 1,) mean |FFT|² per bin, in the patch's units squared.
     """
     h, w = patch.shape
-    win = _hann(h, patch.dtype)[:, None] * _hann(w, patch.dtype)[None, :]
+    win = _taper(h, patch.dtype, taper)[:, None] * _taper(w, patch.dtype, taper)[None, :]
     x = (patch - jnp.mean(patch)) * win
     power = jnp.square(jnp.abs(jnp.fft.rfft2(x))).ravel()
     return power @ jnp.asarray(radial_bin_matrix(h, w, num_bins), patch.dtype)
@@ -112,12 +118,14 @@ def feature_size(num_bins=24):
     return num_bins + 1 + NUM_STATS
 
 
-def spectral_features(patch, *, num_bins=24):
+def spectral_features(patch, *, num_bins=24, taper=1.0):
     """The scale-free defocus evidence of one patch (affine-invariant, see module docstring).
 
     Args:
         patch: (h, w) raw values (counts, 8-bit, float; any offset and gain).
         num_bins: static number of radial bins up to Nyquist (plus one corner bin).
+        taper: static Tukey taper of the window (1.0 = Hann; smaller keeps objects near the
+            patch border in view, at the price of more spectral leakage).
 
     Returns:
         (num_bins + 1 + 4,) float: log10 of each bin's power over the white-noise floor
@@ -133,8 +141,9 @@ def spectral_features(patch, *, num_bins=24):
     tiny = jnp.finfo(patch.dtype).tiny
     # floor relative to the patch's own scale, so a constant or ultra-smooth patch stays finite
     sigma = jnp.maximum(noise_sigma(patch), 1e-6 * (std + jnp.abs(mean)) + tiny)
-    win2 = jnp.sum(jnp.square(_hann(h, patch.dtype))) * jnp.sum(jnp.square(_hann(w, patch.dtype)))
-    spec = radial_power_spectrum(patch, num_bins=num_bins) / (sigma ** 2 * win2)
+    win2 = (jnp.sum(jnp.square(_taper(h, patch.dtype, taper)))
+            * jnp.sum(jnp.square(_taper(w, patch.dtype, taper))))
+    spec = radial_power_spectrum(patch, num_bins=num_bins, taper=taper) / (sigma ** 2 * win2)
     edges = jnp.sqrt(jnp.mean(jnp.square(_haar_diagonal(patch)))) / sigma
     stats = jnp.stack([std / sigma, 1.0 + (jnp.max(patch) - mean) / sigma,
                        1.0 + (mean - jnp.min(patch)) / sigma, edges])

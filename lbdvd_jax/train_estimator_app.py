@@ -48,6 +48,7 @@ def main(argv=None):
     ap.add_argument("--zoom-fraction", type=float, default=0.0,
                     help="share of level-0 patches magnified 1-4x (finer-pixel microscopes)")
     ap.add_argument("--num-bins", type=int, default=42, help="radial spectrum bins up to Nyquist")
+    ap.add_argument("--taper", type=float, default=1.0, help="Tukey taper of the spectral window (1 = Hann)")
     ap.add_argument("--conv", default="default", help="'default' or 'none' (spectral branch only)")
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--per-level", type=int, default=100, help="eval patches per level")
@@ -66,7 +67,8 @@ def main(argv=None):
           "test", [names[i] for i in split["test"]], file=sys.stderr)
     sets = {"val": eval_set(fields[split["val"]], 1, args.per_level),
             "test": eval_set(fields[split["test"]], 2, args.per_level)}
-    mc = EstimatorConfig(conv=() if args.conv == "none" else DEFAULT_CONV, num_bins=args.num_bins)
+    mc = EstimatorConfig(conv=() if args.conv == "none" else DEFAULT_CONV, num_bins=args.num_bins,
+                         taper=args.taper)
     tc = EstimatorTrainConfig(batch_size=args.batch_size, learning_rate=args.lr,
                               total_steps=args.total_steps, cooldown_steps=args.cooldown_steps,
                               rps_weight=args.rps_weight, zoom_fraction=args.zoom_fraction)

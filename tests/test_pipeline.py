@@ -14,7 +14,8 @@ from lbdvd_jax.pipeline import level_map_pixels, predict_levels, restore, restor
 from lbdvd_jax.psf import psf_stack
 
 SHAPE = (130, 170)  # 3 x 4 patches at stride 42, flush last row/column
-FAST = dict(context=6, num_iter=4, psf_size=11, background=0.0)
+PAPER_DEPTHS = tuple(2.0 * level for level in range(11))  # the paper's PSF per level
+FAST = dict(context=6, num_iter=4, psf_size=11, background=0.0, psf_depth_um=PAPER_DEPTHS)
 
 
 def _image(rng, shape=SHAPE):
@@ -210,3 +211,18 @@ def test_per_level_iteration_table(rng):
         restore(img, mode="oracle", levels=labels, **{**FAST, "num_iter": (4, 4)})
     with pytest.raises(ValueError, match="num_iter must be >= 0"):
         restore(img, mode="oracle", levels=labels, **{**FAST, "num_iter": -1})
+
+
+def test_default_policy_deconvolves_level_1_with_the_in_focus_psf(rng, x64):
+    img = _image(rng)
+    labels = np.full(12, 1)
+    fast = {k: v for k, v in FAST.items() if k != "psf_depth_um"}
+    default = restore(img, mode="oracle", levels=labels, **fast)
+    depths = [0.0] * 11
+    want = restore_ref(img, labels, np.asarray(psf_stack(Optics(), np.asarray(depths), size=11)),
+                       84, 42, 6, 4, "reflect", (0, 11))
+    np.testing.assert_allclose(np.asarray(default.image), want, rtol=1e-9)
+    paper = restore(img, mode="oracle", levels=labels, **FAST)
+    assert not np.allclose(np.asarray(paper.image), want)
+    with pytest.raises(ValueError, match="psf_depth_um"):
+        restore(img, mode="oracle", levels=labels, **{**fast, "psf_depth_um": (1.0, -2.0)})
