@@ -90,6 +90,17 @@ def _output_paths(inputs, out: str, suffix: str) -> list[pathlib.Path]:
     return [out_path / n for n in names]
 
 
+def _probe_writable(folder):
+    """Create and remove a temporary folder in `folder`: the only test that holds for root, read-only
+    mounts and pseudo file systems alike. Nothing is left behind."""
+    import tempfile
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".lbdvd-probe-", dir=folder))
+    except OSError as err:
+        raise UsageError(f"-o: cannot create or write files in {str(folder)!r} ({err.strerror}); "
+                         "choose another output folder") from None
+
+
 def _check_outputs(paths, inputs, overwrite: bool):
     for p, src in zip(paths, inputs):
         anc = p.parent
@@ -100,9 +111,11 @@ def _check_outputs(paths, inputs, overwrite: bool):
         if p.resolve() == src.resolve():
             raise UsageError(f"-o: output {str(p)!r} is the input itself; choose another folder")
         if p.exists() and not overwrite:
-            raise UsageError(f"-o: {str(p)!r} exists; pass --overwrite or choose another output")
-        if p.parent.exists() and not os.access(p.parent, os.W_OK):
-            raise UsageError(f"-o: folder {str(p.parent)!r} is not writable")
+            raise UsageError(f"-o: {str(p)!r} exists; pass --overwrite (or --skip-existing for "
+                             "restore) or choose another output")
+        if p.exists() and overwrite and not os.access(p, os.W_OK):
+            raise UsageError(f"-o: {str(p)!r} exists and is not writable")
+        _probe_writable(anc)
 
 
 MAX_ITERATIONS = 2000  #: more RL iterations than this only amplify noise (and take minutes per image)
@@ -162,6 +175,17 @@ def _add_optics(p):
                    help="pixel size when the TIFF holds none (default 0.65 µm)")
 
 
+def _check_values(data, name):
+    """NaN/Inf and negative pixels are refused up front, naming the file."""
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.all(np.isfinite(data)):
+            raise UsageError(f"IN: {name} holds NaN or Inf pixels; replace them (e.g. with 0) "
+                             "and save it again")
+        if data.size and data.min() < 0:
+            raise UsageError(f"IN: {name} has negative pixels (min {float(data.min()):g}); "
+                             "restore needs non-negative intensities: clip at 0")
+
+
 def _planes(data):
     return data.reshape((-1,) + data.shape[-2:])
 
@@ -177,14 +201,29 @@ def cmd_restore(args) -> int:
     background = "auto" if args.background == "auto" else float(args.background)
     inputs = _collect_inputs(args.inputs)
     outputs = _output_paths(inputs, args.output, "")
+    if args.skip_existing:
+        done = [o.exists() for o in outputs]
+        if any(done):
+            print(f"skipping {sum(done)} input(s) whose output exists (--skip-existing)")
+        inputs = [i for i, d in zip(inputs, done) if not d]
+        outputs = [o for o, d in zip(outputs, done) if not d]
+        if not inputs:
+            print("nothing to do: every output exists")
+            return 0
     _check_outputs(outputs, inputs, args.overwrite)
     optics = _optics(args)
-    images = [io.read_tiff(p, default_pixel_um=args.pixel_um) for p in inputs]
-    for p, img in zip(inputs, images):
+    images = []
+    for p in inputs:  # every input is read and checked before the first restore
+        try:
+            img = io.read_tiff(p, default_pixel_um=args.pixel_um)
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"IN: {p.name}: {str(err).splitlines()[0]}") from None
+        _check_values(img.data, p.name)
         io.check_pixel_size(img.pixel_um, optics.pixel_um, name=p.name)
         if min(img.data.shape[-2:]) < 84:
             raise UsageError(f"IN: {p.name} is {img.data.shape[-2:]}, smaller than one 84x84 "
                              "patch; pad it or restore a larger field")
+        images.append(img)
     oracle = None
     if args.levels is not None:
         oracle = io.read_tiff(args.levels).data
@@ -216,12 +255,17 @@ def cmd_predict(args) -> int:
     from lbdvd_jax.pipeline import level_map_pixels, predict_levels
 
     _check_ranges(args)
-    img = io.read_tiff(args.input, default_pixel_um=args.pixel_um)
-    optics = _optics(args)
-    io.check_pixel_size(img.pixel_um, optics.pixel_um, name=pathlib.Path(args.input).name)
     out = pathlib.Path(args.output) if args.output else None
-    if out is not None and out.exists() and not args.overwrite:
-        raise UsageError(f"-o: {str(out)!r} exists; pass --overwrite or choose another output")
+    if out is not None:
+        _check_outputs([out], [pathlib.Path(args.input)], args.overwrite)
+    img = io.read_tiff(args.input, default_pixel_um=args.pixel_um)
+    name = pathlib.Path(args.input).name
+    if _planes(img.data).shape[0] > 1:
+        raise UsageError(f"IN: {name} holds {_planes(img.data).shape[0]} planes; predict reads one "
+                         "plane: save the plane you want as its own TIFF (restore treats stacks)")
+    _check_values(img.data, name)
+    optics = _optics(args)
+    io.check_pixel_size(img.pixel_um, optics.pixel_um, name=name)
     plane = _planes(img.data)[0].astype(np.float32)
     labels, _, origins = predict_levels(plane, model=_load_model(args), stride=args.stride)[:3]
     rows = len(np.unique(origins[:, 0]))
@@ -261,14 +305,19 @@ def cmd_synth(args) -> int:
     from lbdvd_jax import io
     from lbdvd_jax.demo import synthesize_defocus
 
-    img = io.read_tiff(args.input, default_pixel_um=args.pixel_um)
-    out = pathlib.Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"-o: {str(out)!r} exists; pass --overwrite or choose another output")
+    _check_ranges(args)
     if args.level is None and args.depth is None:
         raise UsageError("synth: give --level L (0..10) or --depth tilt")
     if args.level is not None and not 0 <= args.level <= 10:
         raise UsageError(f"--level: expected 0..10, got {args.level}")
+    out = pathlib.Path(args.output)
+    _check_outputs([out], [pathlib.Path(args.input)], args.overwrite)
+    img = io.read_tiff(args.input, default_pixel_um=args.pixel_um)
+    name = pathlib.Path(args.input).name
+    if _planes(img.data).shape[0] > 1:
+        raise UsageError(f"IN: {name} holds {_planes(img.data).shape[0]} planes; synth blurs one "
+                         "in-focus plane: save it as its own TIFF")
+    _check_values(img.data, name)
     plane = _planes(img.data)[0].astype(np.float32)
     blurred, depth = synthesize_defocus(plane, optics=_optics(args), level=args.level,
                                         seed=args.seed, noise=not args.no_noise)
@@ -353,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="counts subtracted before RL and added back: 'auto' (0.5th percentile, "
                         "default) or a number, e.g. 0 for the paper's RL on raw counts")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip inputs whose output exists (finish an interrupted batch)")
     _add_optics(p)
     p.set_defaults(func=cmd_restore)
 

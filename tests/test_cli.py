@@ -125,6 +125,12 @@ def test_synth(tmp_path, rng):
     (["restore", "IN.tif", "-o", "OUT", "--stride", "0"], "--stride: got 0, expected 1..84"),
     (["restore", "IN.tif", "-o", "OUT", "--na", "1.2"], "--na: got 1.2, expected less than"),
     (["predict", "IN.tif", "--stride", "200"], "--stride"),
+    (["predict", "STACK.tif"], "holds 3 planes"),
+    (["synth", "STACK.tif", "-o", "S.tif", "--level", "2"], "holds 3 planes"),
+    (["predict", "NEG.tif"], "negative pixels"),
+    (["restore", "IN.tif", "NAN.tif", "-o", "OUT"], "NAN.tif holds NaN"),
+    (["restore", "IN.tif", "-o", "/proc/lbdvd-nope/sub/"], "cannot create or write"),
+    (["predict", "IN.tif", "-o", "/proc/lbdvd-nope/lev.tif"], "cannot create or write"),
     (["bogus"], "invalid choice"),
     (["restore", "IN.tif"], "required"),
 ])
@@ -136,6 +142,11 @@ def test_user_mistakes_one_line_and_no_partial_file(tmp_path, rng, capsys, monke
     tifffile.imwrite("INT32.tif", _cells(rng).astype(np.int32))
     (tmp_path / "BAD.tif").write_bytes(b"II*\x00 not really a tiff")
     (tmp_path / "AFILE").write_text("x")
+    tifffile.imwrite("STACK.tif", np.stack([_cells(rng)] * 3), photometric="minisblack")
+    tifffile.imwrite("NEG.tif", _cells(rng).astype(np.float32) - 1000)
+    nan = _cells(rng).astype(np.float32)
+    nan[5, 5] = np.nan
+    tifffile.imwrite("NAN.tif", nan)
     listing = sorted(os.listdir(tmp_path))
     assert main(argv) == 2
     import re
@@ -185,3 +196,18 @@ def test_iterations_option_parses_one_or_eleven_counts():
     for bad in ("x", "1,2", "-1", "1," * 10 + "-1"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected an int"):
             _iterations(bad)
+
+
+def test_skip_existing_finishes_a_batch_without_overwriting(tmp_path, rng, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(src / name, _cells(rng))
+    out = tmp_path / "out"
+    assert main(["restore", str(src / "a.tif"), "-o", str(out), "--mode", "di", "-q"]) == 0
+    before = (out / "a.tif").read_bytes()
+    assert main(["restore", str(src), "-o", str(out), "--mode", "di", "-q"]) == 2  # a.tif exists
+    capsys.readouterr()
+    assert main(["restore", str(src), "-o", str(out), "--mode", "di", "-q", "--skip-existing"]) == 0
+    assert "skipping 1 input" in capsys.readouterr().out
+    assert (out / "a.tif").read_bytes() == before and (out / "b.tif").exists()
