@@ -211,3 +211,10 @@ def test_skip_existing_finishes_a_batch_without_overwriting(tmp_path, rng, capsy
     assert main(["restore", str(src), "-o", str(out), "--mode", "di", "-q", "--skip-existing"]) == 0
     assert "skipping 1 input" in capsys.readouterr().out
     assert (out / "a.tif").read_bytes() == before and (out / "b.tif").exists()
+
+
+def test_help_and_version_do_not_start_jax():
+    code = ("import sys, lbdvd_jax.cli as c; c.main(['--version']); c.main(['--help']); "
+            "c.main(['restore', '--help']); print('jax' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False"
