@@ -167,9 +167,13 @@ def load_delpnet(path=None, *, config: DelpNetConfig | None = None):
         ValueError: corrupt file, or weights of another architecture (names or shapes differ).
 
     Examples:
+        >>> import numpy as np
         >>> from lbdvd_jax import load_delpnet, classify_patches
-        >>> model = load_delpnet()
-        >>> labels, probs = classify_patches(model, patches)   # (n, 84, 84) raw counts
+        >>> model = load_delpnet()                     # the shipped defocus estimator
+        >>> patches = np.full((2, 84, 84), 120, np.uint16)  # (n, 84, 84) raw values
+        >>> labels, probs = classify_patches(model, patches)
+        >>> probs.shape, labels.tolist()               # constant patches are bg (11)
+        ((2, 12), [11, 11])
     """
     from lbdvd_jax.estimator_weights import SHIPPED_ESTIMATOR, load_estimator
 
