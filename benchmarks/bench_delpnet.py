@@ -61,7 +61,7 @@ def main(argv=None):
     use_host_cores(cpu_count=args.devices)
     load_before = os.getloadavg()
     if ckpt_lib.SHIPPED_WEIGHTS.exists():
-        model = ckpt_lib.load_delpnet()
+        model = ckpt_lib.load_delpnet(ckpt_lib.PAPER_DELPNET)
         weights = "shipped"
     else:
         model = DelpNet(DelpNetConfig(), rngs=nnx.Rngs(0))
@@ -137,6 +137,10 @@ def main(argv=None):
         "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "quick": args.quick,
     }
+    # every estimator variant beside DelpNet, same run (inference, training, FLOPs, accuracy)
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from bench_estimator import measure as measure_variants
+    result["variants"] = measure_variants(args.quick)
     print(json.dumps(result))
     return 0
 

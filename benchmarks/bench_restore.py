@@ -82,7 +82,8 @@ def main():
                         "restore splits patches and classifier batches over them")
     p.add_argument("--large-num-iter", type=int, default=15,
                    help="RL iterations for the large sizes (fewer: a quick memory probe)")
-    p.add_argument("--model", default=None, help="DelpNet weights (default: shipped)")
+    p.add_argument("--model", default=None, help="weights .npz, or 'paper' for the paper's DelpNet "
+                   "(default: the shipped estimator, timed beside the paper's DelpNet)")
     p.add_argument("--_size", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     MODEL[0] = args.model
@@ -124,6 +125,18 @@ def main():
         "psnr_out_db": round(float(psnr(focus, res.image)), 2),
         "target_s": 1.0,
     })
+    if args.mode in ("dv", "soft") and MODEL[0] != "paper":  # the baseline in the same run
+        MODEL[0], keep = "paper", MODEL[0]
+        paper, _ = _model()
+        MODEL[0] = keep
+        restore_timed(img, model=paper, mode=args.mode)  # compile
+        pruns = [restore_timed(img, model=paper, mode=args.mode) for _ in range(repeats)]
+        result["paper_delpnet_696x520"] = {
+            "seconds": round(float(np.median([r[1]["total"] for r in pruns])), 3),
+            "classify_s": round(float(np.median([r[1]["classify"] for r in pruns])), 3),
+            "psnr_out_db": round(float(psnr(focus, pruns[-1][0].image)), 2)}
+        result["speed_ratio_vs_paper_delpnet"] = round(
+            result["paper_delpnet_696x520"]["seconds"] / result["seconds_696x520"], 3)
     sizes = args.sizes if args.sizes is not None else ([2048] if args.quick else [2048, 8192])
     large = []
     for side in sizes:

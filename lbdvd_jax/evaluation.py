@@ -195,7 +195,7 @@ def fig8_evaluation(*, model, fields=None, optics=Optics(), per_level: int = 45,
     """PSNR improvement and SSIM per defocus level for the five methods (the paper's Fig. 8).
 
     Args:
-      model: a DelpNet (`load_delpnet()`), used by 'dv'.
+      model: the defocus estimator (`load_delpnet()`) or a paper DelpNet, used by 'dv'.
       fields: (F, H, W) held-out in-focus fields (default `heldout_fields()`).
       optics: `Optics`.
       per_level: patches per level (paper: about 45).

@@ -133,7 +133,7 @@ def _check(image, model, mode, levels, weights, stride):
     if mode not in MODES:
         raise ValueError(f"mode: got {mode!r}, expected one of {MODES}")
     if mode in ("dv", "soft") and model is None:
-        raise ValueError(f"model: mode {mode!r} needs a DelpNet; pass model=load_delpnet()")
+        raise ValueError(f"model: mode {mode!r} needs a defocus estimator; pass model=load_delpnet()")
     if mode == "oracle" and levels is None:
         raise ValueError("levels: mode 'oracle' needs a level map; pass levels=(rows, cols) "
                          "labels or an (H, W) per-pixel map")

@@ -72,7 +72,7 @@ def test_export_load_identical_logits(tmp_path, rng):
 def test_shipped_weights_load_offline():
     if not C.SHIPPED_WEIGHTS.exists():
         pytest.skip("no shipped weights yet")
-    model = C.load_delpnet()
+    model = C.load_delpnet(C.PAPER_DELPNET)
     assert C.SHIPPED_WEIGHTS.stat().st_size < 15e6
     labels, probs = classify_patches(model, np.full((2, 84, 84), 110, np.uint16))
     assert probs.shape == (2, model.config.num_classes)
