@@ -173,7 +173,7 @@ def test_bad_input(rng):
     img = _image(rng).astype(np.float32)
     with pytest.raises(ValueError, match="mode: got 'fast'"):
         restore(img, mode="fast")
-    with pytest.raises(ValueError, match="model: mode 'dv' needs a DelpNet"):
+    with pytest.raises(ValueError, match="model: mode 'dv' needs a defocus estimator"):
         restore(img)
     with pytest.raises(ValueError, match="levels: mode 'oracle' needs"):
         restore(img, mode="oracle")
