@@ -16,7 +16,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
 # Public API: one entry per name -> its module (add yours, keep __all__ sorted).
 _EXPORTS = {
     "BG_LABEL": "lbdvd_jax.data",
-    "CameraModel": "lbdvd_jax.data",
+    "CameraModel": "lbdvd_jax.camera",
     "DEFAULT_ITERATIONS": "lbdvd_jax.pipeline",
     "DEFOCUS_LEVELS_UM": "lbdvd_jax.psf",
     "DefocusEstimator": "lbdvd_jax.estimator",
@@ -31,8 +31,8 @@ _EXPORTS = {
     "Restoration": "lbdvd_jax.pipeline",
     "TiffImage": "lbdvd_jax.io",
     "TrainConfig": "lbdvd_jax.train",
-    "add_camera_noise": "lbdvd_jax.data",
-    "bg_mask": "lbdvd_jax.data",
+    "add_camera_noise": "lbdvd_jax.camera",
+    "bg_mask": "lbdvd_jax.camera",
     "blind_richardson_lucy": "lbdvd_jax.deconv",
     "classify_patches": "lbdvd_jax.model",
     "defocus_crops": "lbdvd_jax.data",
@@ -49,7 +49,7 @@ _EXPORTS = {
     "kernel_size_for": "lbdvd_jax.psf",
     "load_delpnet": "lbdvd_jax.checkpoint",
     "load_estimator": "lbdvd_jax.estimator_weights",
-    "load_infocus_fields": "lbdvd_jax.data",
+    "load_infocus_fields": "lbdvd_jax.fields",
     "make_eval_set": "lbdvd_jax.data",
     "montage": "lbdvd_jax.patches",
     "noise_sigma": "lbdvd_jax.spectral",
@@ -64,13 +64,13 @@ _EXPORTS = {
     "restore": "lbdvd_jax.pipeline",
     "richardson_lucy": "lbdvd_jax.deconv",
     "seam_score": "lbdvd_jax.patches",
-    "select_focal_plane": "lbdvd_jax.data",
+    "select_focal_plane": "lbdvd_jax.fields",
     "sharded_map": "lbdvd_jax.patches",
     "spectral_features": "lbdvd_jax.spectral",
-    "split_fields": "lbdvd_jax.data",
+    "split_fields": "lbdvd_jax.fields",
     "ssim": "lbdvd_jax.quality",
     "synth_batch": "lbdvd_jax.data",
-    "tile_fields": "lbdvd_jax.data",
+    "tile_fields": "lbdvd_jax.fields",
     "triangular_weights": "lbdvd_jax.patches",
     "write_tiff": "lbdvd_jax.io",
 }
@@ -93,24 +93,14 @@ def __dir__():
 
 if TYPE_CHECKING:  # static tools see the real imports
     from lbdvd_jax.bessel import j0, j1  # noqa: F401
+    from lbdvd_jax.camera import CameraModel, add_camera_noise, bg_mask  # noqa: F401
     from lbdvd_jax.checkpoint import PAPER_DELPNET, export_weights, load_delpnet  # noqa: F401
-    from lbdvd_jax.data import (  # noqa: F401
-        BG_LABEL,
-        CameraModel,
-        add_camera_noise,
-        bg_mask,
-        defocus_crops,
-        load_infocus_fields,
-        make_eval_set,
-        select_focal_plane,
-        split_fields,
-        synth_batch,
-        tile_fields,
-    )
+    from lbdvd_jax.data import BG_LABEL, defocus_crops, make_eval_set, synth_batch  # noqa: F401
     from lbdvd_jax.deconv import blind_richardson_lucy, richardson_lucy  # noqa: F401
     from lbdvd_jax.defocus_map import DefocusMap, EstimatorDomainWarning, pool_neighbours  # noqa: F401
     from lbdvd_jax.estimator import DefocusEstimator, EstimatorConfig, defocus_from_probs  # noqa: F401
     from lbdvd_jax.estimator_weights import export_estimator, load_estimator  # noqa: F401
+    from lbdvd_jax.fields import load_infocus_fields, select_focal_plane, split_fields, tile_fields  # noqa: F401
     from lbdvd_jax.fit import FitResult, fit_defocus  # noqa: F401
     from lbdvd_jax.io import TiffImage, read_tiff, write_tiff  # noqa: F401
     from lbdvd_jax.model import DelpNet, DelpNetConfig, classify_patches  # noqa: F401
