@@ -16,7 +16,7 @@ Baselines, same run, same windows, PSFs, initial estimate (the observed window) 
 JAX runs in one jit; with ``--devices 2`` (default on CPU) the process starts with two XLA host
 devices and the patch batch is split over them with ``shard_map`` (``shard=True``), because
 XLA's CPU FFT keeps about one core busy, and RL runs in cache-sized batches of windows
-(``patches.default_chunk_size``). ``--sweep`` adds FFT sizes, shard on/off, skipping
+(``streaming.default_chunk_size``). ``--sweep`` adds FFT sizes, shard on/off, skipping
 level-0 patches or not, the streaming step (patches per step, split over the devices,
 then RL batches of ``default_chunk_size``), and the context-cost table (patch-wise vs
 whole-image RL).
@@ -65,11 +65,8 @@ from lbdvd_jax import (  # noqa: E402
     triangular_weights,
 )
 from lbdvd_jax.deconv import fast_fft_size  # noqa: E402
-from lbdvd_jax.patches import (  # noqa: E402
-    DEFAULT_CONTEXT,
-    default_chunk_size,
-    default_stream_chunk,
-)
+from lbdvd_jax.patches import DEFAULT_CONTEXT  # noqa: E402
+from lbdvd_jax.streaming import default_chunk_size, default_stream_chunk  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = (ROOT.parent / "shared/data/real/bbbc006/infocus/"

@@ -38,8 +38,8 @@ _EXPORTS = {
     "defocus_crops": "lbdvd_jax.data",
     "defocus_from_probs": "lbdvd_jax.estimator",
     "defocus_psf": "lbdvd_jax.psf",
-    "depth_invariant_deconvolve": "lbdvd_jax.patches",
-    "depth_variant_deconvolve": "lbdvd_jax.patches",
+    "depth_invariant_deconvolve": "lbdvd_jax.streaming",
+    "depth_variant_deconvolve": "lbdvd_jax.streaming",
     "export_estimator": "lbdvd_jax.estimator_weights",
     "export_weights": "lbdvd_jax.checkpoint",
     "extract_patches": "lbdvd_jax.patches",
@@ -65,7 +65,7 @@ _EXPORTS = {
     "richardson_lucy": "lbdvd_jax.deconv",
     "seam_score": "lbdvd_jax.patches",
     "select_focal_plane": "lbdvd_jax.fields",
-    "sharded_map": "lbdvd_jax.patches",
+    "sharded_map": "lbdvd_jax.devices",
     "spectral_features": "lbdvd_jax.spectral",
     "split_fields": "lbdvd_jax.fields",
     "ssim": "lbdvd_jax.quality",
@@ -98,6 +98,7 @@ if TYPE_CHECKING:  # static tools see the real imports
     from lbdvd_jax.data import BG_LABEL, defocus_crops, make_eval_set, synth_batch  # noqa: F401
     from lbdvd_jax.deconv import blind_richardson_lucy, richardson_lucy  # noqa: F401
     from lbdvd_jax.defocus_map import DefocusMap, EstimatorDomainWarning, pool_neighbours  # noqa: F401
+    from lbdvd_jax.devices import sharded_map  # noqa: F401
     from lbdvd_jax.estimator import DefocusEstimator, EstimatorConfig, defocus_from_probs  # noqa: F401
     from lbdvd_jax.estimator_weights import export_estimator, load_estimator  # noqa: F401
     from lbdvd_jax.fields import load_infocus_fields, select_focal_plane, split_fields, tile_fields  # noqa: F401
@@ -106,14 +107,11 @@ if TYPE_CHECKING:  # static tools see the real imports
     from lbdvd_jax.model import DelpNet, DelpNetConfig, classify_patches  # noqa: F401
     from lbdvd_jax.optics import Optics  # noqa: F401
     from lbdvd_jax.patches import (  # noqa: F401
-        depth_invariant_deconvolve,
-        depth_variant_deconvolve,
         extract_patches,
         montage,
         patch_grid,
         rectangular_weights,
         seam_score,
-        sharded_map,
         triangular_weights,
     )
     from lbdvd_jax.phantoms import phantom  # noqa: F401
@@ -121,4 +119,5 @@ if TYPE_CHECKING:  # static tools see the real imports
     from lbdvd_jax.psf import DEFOCUS_LEVELS_UM, defocus_psf, kernel_size_for, psf_stack  # noqa: F401
     from lbdvd_jax.quality import psnr, ssim  # noqa: F401
     from lbdvd_jax.spectral import noise_sigma, spectral_features  # noqa: F401
+    from lbdvd_jax.streaming import depth_invariant_deconvolve, depth_variant_deconvolve  # noqa: F401
     from lbdvd_jax.train import TrainConfig  # noqa: F401

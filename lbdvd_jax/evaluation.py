@@ -124,7 +124,7 @@ def sample_windows(fields, noisy, *, per_level: int = 45, context: int = 24, see
 
 @functools.partial(jax.jit, static_argnames=("num_iter", "context"))
 def _rl_windows(windows, psfs, background=0.0, iters=None, *, num_iter, context):
-    from lbdvd_jax.patches import deconvolve_windows
+    from lbdvd_jax.streaming import deconvolve_windows
     windows = jnp.maximum(windows - background, 0)
     out = deconvolve_windows(windows, psfs, iters, num_iter=num_iter)
     return out[:, context:context + PATCH, context:context + PATCH] + background

@@ -5,7 +5,7 @@ model normalises), deconvolves each patch with the Eq. 2 PSF of its level (bg an
 through unchanged, as in the paper) and stitches the patches with triangular weights.
 
 Memory stays bounded on large images: patches are classified in batches and deconvolved by
-`patches.deconvolve_streaming`, a loop over steps of `chunk_size` patches that gathers,
+`streaming.deconvolve_streaming`, a loop over steps of `chunk_size` patches that gathers,
 deconvolves and scatter-adds each step, so only the image, two image-sized sums and one step
 of windows live at once. Patches to deconvolve are sorted first and the loop stops after the
 last of them, so bg-rich images cost less while the deconvolution compiles once per image
@@ -27,8 +27,9 @@ from lbdvd_jax.constants import BG_LABEL, MODES, NUM_CLASSES, NUM_LEVELS
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
 from lbdvd_jax.defocus_map import DefocusMap, predict_defocus
 from lbdvd_jax.optics import Optics
-from lbdvd_jax.patches import DEFAULT_CONTEXT, deconvolve_streaming, iteration_counts, patch_grid
+from lbdvd_jax.patches import DEFAULT_CONTEXT, patch_grid
 from lbdvd_jax.psf import psf_stack
+from lbdvd_jax.streaming import deconvolve_streaming, iteration_counts
 
 __all__ = ["DEFAULT_ITERATIONS", "DEFAULT_PSF_DEPTH_UM", "MODES", "Restoration", "level_map_pixels", "predict_levels",
            "restore", "restore_timed"]

@@ -19,13 +19,8 @@ from lbdvd_jax import (
     sharded_map,
     triangular_weights,
 )
-from lbdvd_jax.patches import (
-    add_windows_in_place,
-    deconvolve_streaming,
-    deconvolve_windows,
-    gather_windows,
-    scatter_add_windows,
-)
+from lbdvd_jax.patches import add_windows_in_place, gather_windows, scatter_add_windows
+from lbdvd_jax.streaming import deconvolve_streaming, deconvolve_windows
 from tests.reference import patchwise_ref
 
 PATCH = 84

@@ -9,9 +9,10 @@ from reference import restore_ref
 from lbdvd_jax import pipeline
 from lbdvd_jax.model import DelpNet
 from lbdvd_jax.optics import Optics
-from lbdvd_jax.patches import depth_variant_deconvolve, patch_grid
+from lbdvd_jax.patches import patch_grid
 from lbdvd_jax.pipeline import level_map_pixels, predict_levels, restore, restore_timed
 from lbdvd_jax.psf import psf_stack
+from lbdvd_jax.streaming import depth_variant_deconvolve
 
 SHAPE = (130, 170)  # 3 x 4 patches at stride 42, flush last row/column
 PAPER_DEPTHS = tuple(2.0 * level for level in range(11))  # the paper's PSF per level
