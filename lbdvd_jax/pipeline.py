@@ -239,7 +239,8 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
         map of the image's shape sampled at patch centres; 0..10, 11 = bg (keyword-only).
         For a stack: (B, rows, cols) / (B, H, W) per image, or one 2-D map for all.
       stride: static grid step in px: 42 (triangular, paper) or 84 (rectangular).
-      weights: 'triangular' (default), 'rectangular' or an (84, 84) array (keyword-only).
+      weights: 'triangular' (default) or 'rectangular' (keyword-only; for array weights use
+        `patches.montage` on your own patches).
       context: static px of real neighbours around each patch (default 24 = the 20 µm PSF
         radius; the paper's 110-px window is 13).
       num_iter: static RL iterations, or one count per level (11 ints): a patch deconvolved
