@@ -16,6 +16,8 @@ are traced values).
 from __future__ import annotations
 
 import functools
+import itertools
+import threading
 import time
 from typing import NamedTuple
 
@@ -92,23 +94,30 @@ def predict_levels(image, *, model, stride: int = 42, pool: bool = True,
                            batch_size=batch_size)
 
 
-_PROGRESS: list = [None]  # the current restore() call's progress callback (host side)
+# Progress callbacks of the restore() calls in flight, by token: the compiled core passes its
+# call's token back to the host, so concurrent calls (threads) each reach their own callback.
+_CALLBACKS: dict = {}
+_CALLBACKS_LOCK = threading.Lock()
+_TOKENS = itertools.count(1)
 
 
-def _report_progress(done, total):
-    if _PROGRESS[0] is not None:
-        _PROGRESS[0](int(done), int(total))
+def _report_progress(token, done, total):
+    with _CALLBACKS_LOCK:
+        callback = _CALLBACKS.get(int(token))
+    if callback is not None:
+        callback(int(done), int(total))
 
 
 @functools.partial(jax.jit, static_argnames=("stride", "context", "weights", "num_iter",
                                              "chunk_size", "pad_mode", "shard", "report"))
-def _deconvolve_core(image, kernels, active, background, iters=None, *, stride, context, weights,
-                     num_iter, chunk_size, pad_mode, shard=False, report=False):
+def _deconvolve_core(image, kernels, active, background, iters=None, token=0, *, stride, context,
+                     weights, num_iter, chunk_size, pad_mode, shard=False, report=False):
     """`deconvolve_streaming` compiled once per image shape and configuration."""
     return deconvolve_streaming(image, kernels, active, iters, background=background, patch=PATCH,
                                 stride=stride, context=context, weights=weights,
                                 num_iter=num_iter, chunk_size=chunk_size, pad_mode=pad_mode,
-                                shard=shard, report=_report_progress if report else None)
+                                shard=shard, report=_report_progress if report else None,
+                                report_args=(jnp.asarray(token, jnp.int32),))
 
 
 def _oracle_labels(levels, shape, origins):
@@ -188,21 +197,25 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
         # on the host: NumPy's selection is far cheaper than XLA's CPU sort of the whole image
         background = float(np.percentile(np.asarray(image), 0.5))
     background = jnp.asarray(background, image.dtype)
-    _PROGRESS[0] = progress
+    token = next(_TOKENS)
+    if progress is not None:
+        with _CALLBACKS_LOCK:
+            _CALLBACKS[token] = progress
     try:
         if np.ndim(num_iter) == 0:  # one count for all: no per-patch stop
             max_iter, iters = int(num_iter), None
         else:  # per-level counts, indexed by the level whose PSF each patch gets
             max_iter, iters = iteration_counts(num_iter, jnp.where(labels == BG_LABEL, 0, labels),
                                                psfs.shape[0])
-        out = _deconvolve_core(image, kernels, active, background, iters, stride=stride,
+        out = _deconvolve_core(image, kernels, active, background, iters, token, stride=stride,
                                context=context, weights=weights, num_iter=max_iter,
                                chunk_size=chunk_size, pad_mode=pad_mode, shard=shard,
                                report=progress is not None)
         jax.block_until_ready(out)
         jax.effects_barrier()
     finally:
-        _PROGRESS[0] = None
+        with _CALLBACKS_LOCK:
+            _CALLBACKS.pop(token, None)
     t2 = time.perf_counter()
     if mode == "di":
         labels = jnp.zeros((n,), jnp.int32)

@@ -116,7 +116,7 @@ def default_stream_chunk(backend=None):
 def deconvolve_streaming(image, kernels, active, iters=None, *, background=None, patch=84, stride=42,
                          context=DEFAULT_CONTEXT, weights="triangular", num_iter=15,
                          chunk_size=None, rl_batch=None, pad_mode="constant", fft_shape=None,
-                         shard=False, report=None):
+                         shard=False, report=None, report_args=()):
     """The streaming engine: per-patch RL with per-patch kernels, then the weighted montage.
 
     Active patches are sorted first; a loop over steps of ``chunk_size`` of them (a traced trip
@@ -145,6 +145,8 @@ def deconvolve_streaming(image, kernels, active, iters=None, *, background=None,
         report: static host callable ``report(done, total)`` (active patches deconvolved so
             far, out of all active ones) called after each step through
             ``jax.debug.callback`` (a progress bar), or None.
+        report_args: traced arrays passed to ``report`` before ``(done, total)``: a per-call
+            token lets one compiled program serve many callers' callbacks.
 
     Returns:
         (H, W) image, dtype of ``image``.
@@ -183,7 +185,7 @@ def deconvolve_streaming(image, kernels, active, iters=None, *, background=None,
         keep = act[idx] if iters is None else act[idx] & (iters[idx] > 0)  # 0 iterations: as observed
         delta = jnp.where(keep[:, None, None], out - win, 0)[:, c:c + patch, c:c + patch]
         if report is not None:
-            jax.debug.callback(report, jnp.minimum((i + 1) * cs, n_active), n_active)
+            jax.debug.callback(report, *report_args, jnp.minimum((i + 1) * cs, n_active), n_active)
         return add_windows_in_place(num, o, delta * w)
 
     # montage = sum_i w_i x_i / sum_i w_i with x_i = image where patch i passes through, so

@@ -227,3 +227,26 @@ def test_default_policy_deconvolves_level_1_with_the_in_focus_psf(rng, x64):
     assert not np.allclose(np.asarray(paper.image), want)
     with pytest.raises(ValueError, match="psf_depth_um"):
         restore(img, mode="oracle", levels=labels, **{**fast, "psf_depth_um": (1.0, -2.0)})
+
+
+def test_progress_callbacks_of_concurrent_calls_stay_apart(rng):
+    import threading
+    img = _image(rng).astype(np.float32)
+    restore(img, mode="di", chunk_size=5, progress=lambda d, t: None, **FAST)  # compile first
+    seen = {0: [], 1: []}
+    errors = []
+
+    def run(k):
+        try:
+            restore(img + k, mode="di", chunk_size=5, progress=lambda d, t: seen[k].append((d, t)), **FAST)
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for k in (0, 1):  # each call saw exactly its own steps, ending at its own total
+        assert seen[k] and seen[k][-1] == (12, 12) and len(seen[k]) == 3
