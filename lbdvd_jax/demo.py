@@ -129,13 +129,12 @@ def save_figure(path, rows, *, titles=("input", "level map", "restored (DV)", "r
     Returns:
       The path, or None when matplotlib is not installed.
     """
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # the object API: no pyplot, so a notebook user's backend is left alone
+        from matplotlib.figure import Figure
     except ImportError:
         return None
-    fig, axes = plt.subplots(len(rows), 4, figsize=(16, 3.4 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(16, 3.4 * len(rows)))
+    axes = fig.subplots(len(rows), 4, squeeze=False)
     for r, (name, inp, lev, out, ref) in enumerate(rows):
         lo, hi = np.percentile(ref, [0.5, 99.8])
         for c, (img, title) in enumerate(zip((inp, lev, out, ref), titles)):
@@ -153,7 +152,6 @@ def save_figure(path, rows, *, titles=("input", "level map", "restored (DV)", "r
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=80)
-    plt.close(fig)
     tmp.replace(path)
     return path
 

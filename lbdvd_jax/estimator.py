@@ -116,12 +116,18 @@ class DefocusEstimator(nnx.Module):
         self.out = nnx.Linear(config.hidden, NUM_CLASSES, rngs=rngs)
 
     def __call__(self, patches: jax.Array) -> jax.Array:
-        """Logits (B, 12) of raw-value patches (B, p, p), any gain and offset."""
+        """Logits (B, 12) of raw-value patches (B, p, p), any gain and offset.
+
+        Windows larger than `patch_size` (B, w, w) give the spectral branch their whole extent
+        (finer statistics of the same frequency bins) and the pixel branch their centre.
+        """
         feats = jax.vmap(lambda p: spectral_features(p, num_bins=self.config.num_bins,
                                                      taper=self.config.taper))(patches)
         h = jax.nn.gelu(self.spec_dense(self.spec_norm(feats)))
         if self.config.conv:
-            x = jax.vmap(normalise_patch)(patches)[..., None]
+            side, p = patches.shape[-1], self.config.patch_size
+            centre = patches[:, (side - p) // 2:(side - p) // 2 + p, (side - p) // 2:(side - p) // 2 + p]
+            x = jax.vmap(normalise_patch)(centre)[..., None]
             for conv in self.convs:
                 x = jax.nn.relu(conv(x))
             h = jnp.concatenate([h, jnp.max(x, axis=(1, 2)), jnp.mean(x, axis=(1, 2))], axis=-1)

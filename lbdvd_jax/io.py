@@ -213,6 +213,21 @@ def to_dtype(values: np.ndarray, dtype, *, name: str = "image") -> np.ndarray:
     return np.clip(rounded, info.min, info.max).astype(dtype)
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it (Linux /proc); elsewhere the classic
+    set-and-restore, which other threads could observe for a moment."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_tiff(path: str | os.PathLike, data, *, like: TiffImage | None = None,
                pixel_um: float | None = None, overwrite: bool = False,
                compression: str | None = "zlib") -> pathlib.Path:
@@ -294,9 +309,7 @@ def write_tiff(path: str | os.PathLike, data, *, like: TiffImage | None = None,
         raise ValueError(f"path: cannot write into {str(folder)!r} ({err.strerror}); "
                          "choose a writable output folder") from None
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> the usual permissions of a new file
+    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp's 0600 -> the usual permissions of a new file
     try:
         tifffile.imwrite(tmp, data, compression=compression, **kwargs)
         if overwrite:

@@ -143,12 +143,11 @@ def format_confusion(cm, class_names=None) -> str:
     return "\n".join(lines)
 
 
-def _save_figure(plt, fig, path, suffix):
-    """Write fig next to `path` as <stem>_<suffix>.png, close it and return the file path."""
+def _save_figure(fig, path, suffix):
+    """Write fig next to `path` as <stem>_<suffix>.png and return the file path."""
     fig.tight_layout()
     out = path.with_name(f"{path.stem}_{suffix}.png")
     fig.savefig(out, dpi=120)
-    plt.close(fig)
     return out
 
 
@@ -172,16 +171,17 @@ def write_report(report: dict, path, *, history: list | None = None) -> list[pat
         payload["history"] = history
     path.write_text(json.dumps(payload, indent=1))
     written = [path]
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # the object API: no pyplot, so a notebook user's backend is left alone
+        from matplotlib.figure import Figure
     except ImportError:
         return written
+
+    def subplots(*grid, figsize):
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*grid)
     cm = np.asarray(report["confusion"])
     names = report["class_names"]
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = subplots(figsize=(6, 5))
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
@@ -195,17 +195,17 @@ def write_report(report: dict, path, *, history: list | None = None) -> list[pat
     ax.set_ylabel("true")
     ax.set_title(f"accuracy {report['accuracy']:.3f}")
     fig.colorbar(im)
-    written.append(_save_figure(plt, fig, path, "confusion"))
-    fig, ax = plt.subplots(figsize=(5, 4))
+    written.append(_save_figure(fig, path, "confusion"))
+    fig, ax = subplots(figsize=(5, 4))
     k = np.arange(1, len(report["top_k"]) + 1)
     ax.plot(k, report["top_k"], "o-")
     ax.set_xlabel("k")
     ax.set_ylabel("top-k accuracy")
     ax.set_title("cumulative match curve")
     ax.grid(True)
-    written.append(_save_figure(plt, fig, path, "topk"))
+    written.append(_save_figure(fig, path, "topk"))
     if history:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+        fig, (a1, a2) = subplots(1, 2, figsize=(9, 3.5))
         minutes = [h["minutes"] for h in history]
         a1.plot(minutes, [h["val_loss"] for h in history], "o-", label="val")
         if all("train_loss" in h for h in history):
@@ -218,5 +218,5 @@ def write_report(report: dict, path, *, history: list | None = None) -> list[pat
         a2.set_ylabel("val accuracy")
         for a in (a1, a2):
             a.grid(True)
-        written.append(_save_figure(plt, fig, path, "curves"))
+        written.append(_save_figure(fig, path, "curves"))
     return written
