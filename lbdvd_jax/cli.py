@@ -267,7 +267,11 @@ def cmd_predict(args) -> int:
     optics = _optics(args)
     io.check_pixel_size(img.pixel_um, optics.pixel_um, name=name)
     plane = _planes(img.data)[0].astype(np.float32)
-    labels, _, origins = predict_levels(plane, model=_load_model(args), stride=args.stride)[:3]
+    zout = pathlib.Path(args.z_output) if args.z_output else None
+    if zout is not None:
+        _check_outputs([zout], [pathlib.Path(args.input)], args.overwrite)
+    dmap = predict_levels(plane, model=_load_model(args), stride=args.stride, pool=not args.no_pool)
+    labels, origins = dmap.labels, dmap.origins
     rows = len(np.unique(origins[:, 0]))
     levels = np.asarray(labels).reshape(rows, -1)
     counts = np.bincount(levels.ravel(), minlength=12)
@@ -276,12 +280,20 @@ def cmd_predict(args) -> int:
                "patches": int(levels.size), "bg": int(counts[11]),
                "level_counts": {str(k): int(c) for k, c in enumerate(counts[:11]) if c},
                "median_level": float(np.median(fg)) if fg.size else None,
-               "median_defocus_um": float(2 * np.median(fg)) if fg.size else None}
+               "median_defocus_um": float(2 * np.median(fg)) if fg.size else None,
+               "median_expected_z_um": (round(float(np.nanmedian(dmap.z_um)), 2)
+                                        if np.any(np.isfinite(dmap.z_um)) else None),
+               "mean_certainty": (round(float(np.mean(dmap.certainty[labels != 11])), 3)
+                                  if fg.size else None)}
     print(json.dumps(summary))
     if out is not None:
         pix = level_map_pixels(levels, plane.shape, stride=args.stride)
         io.write_tiff(out, pix.astype(np.uint8), overwrite=args.overwrite)
         print(f"level map (0..10, 11 = bg) written to {out.resolve()}")
+    if zout is not None:
+        zpix = level_map_pixels(np.asarray(dmap.z_um).reshape(rows, -1), plane.shape, stride=args.stride)
+        io.write_tiff(zout, zpix.astype(np.float32), overwrite=args.overwrite)
+        print(f"expected defocus map (µm, float32, NaN = bg) written to {zout.resolve()}")
     return 0
 
 
@@ -411,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN")
     p.add_argument("-o", "--output", help="write the level map TIFF here (uint8, 11 = bg)")
     p.add_argument("--stride", type=int, default=42, help="patch grid step in px, 1..84 (default 42)")
+    p.add_argument("--z-output", help="write the expected defocus per pixel (µm, float32 TIFF) here")
+    p.add_argument("--no-pool", action="store_true", help="each patch's own call (no neighbour pooling)")
     _add_optics(p)
     p.set_defaults(func=cmd_predict)
 

@@ -90,6 +90,9 @@ def test_predict_and_psf(tmp_path, rng, capsys, monkeypatch):
     summary = json.loads(out.splitlines()[0])
     assert summary["level_counts"] == {"4": 6} and summary["median_defocus_um"] == 8.0
     assert read_tiff(tmp_path / "map.tif").data.max() == 4
+    assert main(["predict", str(tmp_path / "a.tif"), "--z-output", str(tmp_path / "z.tif")]) == 0
+    z = read_tiff(tmp_path / "z.tif").data
+    assert z.dtype == np.float32 and np.nanmax(z) == pytest.approx(8.0, abs=1e-4)
     assert main(["psf", "-o", str(tmp_path / "psf.tif"), "--z-um", "0", "10", "--size", "25"]) == 0
     psf = read_tiff(tmp_path / "psf.tif").data
     assert psf.shape == (2, 25, 25) and abs(psf[1].sum() - 1) < 1e-4

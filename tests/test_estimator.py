@@ -196,13 +196,22 @@ def test_predict_defocus_warns_on_noise_free_input():
 
 
 @pytest.mark.skipif(not SHIPPED_ESTIMATOR.is_file(), reason="no shipped estimator weights")
-def test_shipped_estimator_calls_bundled_in_focus_field_in_focus():
+@pytest.mark.parametrize("name", ["a01_infocus.tif", "a01_z00.tif"])
+def test_shipped_estimator_is_independent_of_scale_and_format(name):
+    """The bundled real in-focus field and its z=00 plane as uint16, 8-bit (/16), float 0..1 and
+    3x brighter: >= 95 % of the foreground patches keep the uint16 call; in focus stays <= 1."""
     from lbdvd_jax.demo import bundled_path
     from lbdvd_jax.io import read_tiff
-    img = read_tiff(bundled_path("a01_infocus.tif")).data.astype(np.float32)
+    img = read_tiff(bundled_path(name)).data.astype(np.float32)
     model = load_delpnet()
     assert isinstance(model, DefocusEstimator)
-    for form in (img, np.round(img / 16), img / 65535.0):
+    ref = predict_defocus(img, model=model, warn=False).labels
+    fg = ref != 11
+    assert fg.sum() > 20
+    if name == "a01_infocus.tif":
+        assert np.mean(ref[fg] <= 1) >= 0.9
+    else:  # ~40 um out of focus: saturates at the top levels
+        assert np.mean(ref[fg] >= 9) >= 0.9
+    for form in (np.round(img / 16), img / 65535.0, np.minimum(img * 3, 65535)):
         lab = predict_defocus(form, model=model, warn=False).labels
-        fg = lab != 11
-        assert np.mean(lab[fg] <= 1) >= 0.9
+        assert np.mean(lab[fg] == ref[fg]) >= 0.95
