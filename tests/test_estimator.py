@@ -215,3 +215,14 @@ def test_shipped_estimator_is_independent_of_scale_and_format(name):
     for form in (np.round(img / 16), img / 65535.0, np.minimum(img * 3, 65535)):
         lab = predict_defocus(form, model=model, warn=False).labels
         assert np.mean(lab[fg] == ref[fg]) >= 0.95
+
+
+def test_predict_defocus_warns_once_on_saturated_input(rng):
+    img = rng.poisson(120, (200, 200)).astype(np.float32)
+    img[40:120, 40:120] = 4095.0  # a clipped 12-bit blob: 16 % of the pixels at the maximum
+    model = DefocusEstimator(TINY, rngs=nnx.Rngs(0))
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        predict_defocus(img, model=model)
+    msgs = [str(w.message) for w in got if issubclass(w.category, EstimatorDomainWarning)]
+    assert len(msgs) == 1 and "saturated" in msgs[0]
