@@ -241,6 +241,7 @@ def cmd_restore(args) -> int:
         result = restore(planes, model=model, optics=optics, mode=args.mode, levels=oracle,
                          stride=args.stride, weights=args.weights, context=args.context,
                          num_iter=args.iterations, background=background, pool=not args.no_pool,
+                         defocus=args.defocus,
                          progress=None if args.quiet else on_patches)
         dst.parent.mkdir(parents=True, exist_ok=True)
         io.write_tiff(dst, np.asarray(result.image).reshape(img.data.shape), like=img,
@@ -410,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "per defocus level (default: 1 at levels 0-1, 15 above; --mode di: 15)")
     p.add_argument("--no-pool", action="store_true",
                    help="classify each patch alone (the paper) instead of pooling neighbours' evidence")
+    p.add_argument("--defocus", choices=("levels", "continuous"), default="levels",
+                   help="levels: the paper's 11 PSFs; continuous: each patch's own depth from a "
+                        "smooth depth surface fitted over the field (--mode dv)")
     p.add_argument("--background", default="auto",
                    help="counts subtracted before RL and added back: 'auto' (0.5th percentile, "
                         "default) or a number, e.g. 0 for the paper's RL on raw counts")

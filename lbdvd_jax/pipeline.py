@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.constants import BG_LABEL, MODES, NUM_CLASSES, NUM_LEVELS
+from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM, MODES, NUM_CLASSES, NUM_LEVELS
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
 from lbdvd_jax.defocus_map import DefocusMap, predict_defocus
+from lbdvd_jax.depth_surface import fit_depth_surface
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import DEFAULT_CONTEXT, patch_grid
 from lbdvd_jax.psf import psf_stack
@@ -57,8 +58,12 @@ class Restoration(NamedTuple):
         (z = 2 µm x level), 11 = bg. For 'di' all non-bg patches are 0 (the in-focus PSF).
       probs: (..., rows, cols, 12) DelpNet probabilities (one-hot for 'di' and 'oracle').
       origins: (n, 2) int patch corners of the grid, row-major (n = rows * cols).
-      z_um: (..., rows, cols) expected defocus in µm from the probabilities (NaN for bg).
+      z_um: (..., rows, cols) estimated defocus in µm (NaN for bg): the expected z of the
+        probabilities, or with defocus='continuous' the fitted depth surface at the patch.
       certainty: (..., rows, cols) 1 - H(p_levels) / log 11 of each patch's call.
+      psf_z_um: (..., rows, cols) depth of the PSF actually used (the policy's choice; NaN bg).
+      depth_map: (..., H, W) fitted depth surface in µm (defocus='continuous' with a surface),
+        else None.
     """
 
     image: jax.Array
@@ -67,6 +72,8 @@ class Restoration(NamedTuple):
     origins: np.ndarray
     z_um: np.ndarray | None = None
     certainty: np.ndarray | None = None
+    psf_z_um: np.ndarray | None = None
+    depth_map: np.ndarray | None = None
 
 
 def _grid_shape(origins):
@@ -163,14 +170,31 @@ def _check(image, model, mode, levels, weights, stride):
     return image
 
 
+def _continuous_depths(dmap, origins, shape, surface_degree):
+    """Per-patch depth (µm) for `defocus='continuous'`: the pooled expected z, replaced by a
+    certainty-weighted robust polynomial surface when `surface_degree` is an int."""
+    fg = dmap.labels != BG_LABEL
+    z = np.where(fg, dmap.z_um, np.nan)
+    surface = None
+    if surface_degree is not None and fg.sum() >= (surface_degree + 1) * (surface_degree + 2) // 2 * 2:
+        centres = origins + PATCH / 2.0
+        surface = fit_depth_surface(z, dmap.certainty * fg, centres, shape, degree=surface_degree)
+        z = np.where(fg, surface.z_patches, np.nan)
+    return np.clip(z, 0.0, LEVEL_STEP_UM * (NUM_LEVELS - 1)), surface
+
+
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,
-                 chunk_size, pad_mode, shard, background, progress, timings, pool):
+                 chunk_size, pad_mode, shard, background, progress, timings, pool,
+                 defocus="levels", surface_degree=2, optics=None, psf_depth_um=None, psf_size=49):
     t0 = time.perf_counter()
     origins = patch_grid(image.shape, patch=PATCH, stride=stride)
     n = len(origins)
+    z_cont = psf_z = surface = None
     if mode in ("dv", "soft"):
         dmap = predict_defocus(np.asarray(image), model=model, stride=stride, pool=pool)
         labels, probs = jnp.asarray(dmap.labels), jnp.asarray(dmap.probs)
+        if defocus == "continuous":
+            z_cont, surface = _continuous_depths(dmap, origins, image.shape, surface_degree)
     elif mode == "oracle":
         labels = _oracle_labels(levels, image.shape, origins)
         probs = jax.nn.one_hot(labels, NUM_CLASSES, dtype=image.dtype)
@@ -188,6 +212,14 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
     elif mode == "di":
         kernels = jnp.broadcast_to(psfs[0], (n,) + psfs.shape[1:])
         active = jnp.ones((n,), bool)
+    elif z_cont is not None:  # the PSF of each patch's own depth, through the level policy
+        level_z = LEVEL_STEP_UM * np.arange(NUM_LEVELS)
+        policy = np.asarray(DEFAULT_PSF_DEPTH_UM if psf_depth_um is None else psf_depth_um, np.float64)
+        zz = np.nan_to_num(z_cont)
+        psf_z = np.interp(zz, level_z, policy)
+        kernels = psf_stack(optics, jnp.asarray(psf_z, dtype=float), size=psf_size).astype(image.dtype)
+        active = (labels != BG_LABEL) & (labels != 0)
+        psf_z = np.where(np.asarray(labels) == BG_LABEL, np.nan, psf_z)
     else:
         kernels = psfs[jnp.clip(labels, 0, psfs.shape[0] - 1)]
         active = (labels != BG_LABEL) & (labels != 0)
@@ -204,6 +236,9 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
     try:
         if np.ndim(num_iter) == 0:  # one count for all: no per-patch stop
             max_iter, iters = int(num_iter), None
+        elif z_cont is not None:  # the table at each patch's nearest level
+            nearest = np.clip(np.rint(np.nan_to_num(z_cont) / LEVEL_STEP_UM), 0, NUM_LEVELS - 1)
+            max_iter, iters = iteration_counts(num_iter, jnp.asarray(nearest, jnp.int32), NUM_LEVELS)
         else:  # per-level counts, indexed by the level whose PSF each patch gets
             max_iter, iters = iteration_counts(num_iter, jnp.where(labels == BG_LABEL, 0, labels),
                                                psfs.shape[0])
@@ -226,17 +261,26 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
     from lbdvd_jax.estimator import defocus_from_probs
     z, _, cert = defocus_from_probs(np.asarray(probs, np.float32))
     lab = np.asarray(labels).reshape(rows, cols)
-    z = np.where(lab == BG_LABEL, np.nan, z.reshape(rows, cols)).astype(np.float32)
+    z = z_cont if z_cont is not None else z
+    z = np.where(lab == BG_LABEL, np.nan, np.reshape(z, (rows, cols))).astype(np.float32)
+    if psf_z is None:
+        depth = np.asarray(DEFAULT_PSF_DEPTH_UM if psf_depth_um is None else psf_depth_um)
+        psf_z = np.where(np.asarray(labels) == BG_LABEL, np.nan,
+                         depth[np.clip(np.asarray(labels), 0, NUM_LEVELS - 1)])
+        if mode == "di":
+            psf_z = np.zeros(n)
+    zmap = surface.z_map if surface is not None else None
     return (out, labels.reshape(rows, cols), probs.reshape(rows, cols, -1), origins, z,
-            cert.reshape(rows, cols).astype(np.float32))
+            cert.reshape(rows, cols).astype(np.float32),
+            np.reshape(psf_z, (rows, cols)).astype(np.float32), zmap)
 
 
 def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None,
             stride: int = 42, weights="triangular", context: int | None = None,
             num_iter=None, chunk_size: int | None = None, psf_size: int = 49,
             pad_mode: str = "reflect", shard: bool | None = None, background="auto",
-            progress=None, pool: bool = True, psf_depth_um=None,
-            _timings: dict | None = None) -> Restoration:
+            progress=None, pool: bool = True, psf_depth_um=None, defocus: str = "levels",
+            surface_degree: int | None = 2, _timings: dict | None = None) -> Restoration:
     """Learning-based depth-variant deconvolution of a wide-field image (or a stack of them).
 
     Args:
@@ -284,6 +328,11 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
       psf_depth_um: depth in µm of the PSF used for each level's patches (11 numbers; 'dv',
         'soft', 'oracle'). None: `DEFAULT_PSF_DEPTH_UM` (the in-focus PSF for level 1, 2 µm x
         level above); `tuple(2.0 * l for l in range(11))` is the paper's.
+      defocus: 'dv' only: 'levels' (default, the paper's 11 PSFs) or 'continuous': each patch
+        gets the PSF of its own real-valued depth (the pooled expected z, or the depth surface),
+        mapped through the `psf_depth_um` policy by linear interpolation between the levels.
+      surface_degree: 'continuous' only: degree of the certainty-weighted robust polynomial depth
+        surface fitted over the field (`depth_surface.fit_depth_surface`); None: per-patch depths.
 
     Returns:
       `Restoration(image, levels, probs, origins)`.
@@ -319,7 +368,12 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
                 chunk_size=None if chunk_size is None else int(chunk_size), pad_mode=pad_mode,
                 shard=jax.local_device_count() > 1 if shard is None else bool(shard),
                 background=background, progress=progress, pool=bool(pool),
-                timings=_timings)
+                timings=_timings, defocus=defocus, surface_degree=surface_degree, optics=optics,
+                psf_depth_um=psf_depth_um, psf_size=psf_size)
+    if defocus not in ("levels", "continuous"):
+        raise ValueError(f"defocus: got {defocus!r}, expected 'levels' or 'continuous'")
+    if defocus == "continuous" and mode != "dv":
+        raise ValueError(f"defocus: 'continuous' works with mode='dv', got mode={mode!r}")
     if not isinstance(weights, str):
         raise TypeError("weights: pass 'triangular' or 'rectangular' (array weights are "
                         "supported by patches.montage, not by restore)")
@@ -328,9 +382,11 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
     per_image = levels is not None and np.ndim(levels) == 3
     outs = [_restore_one(im, levels=np.asarray(levels)[b] if per_image else levels, **opts)
             for b, im in enumerate(image)]
+    maps = [o[7] for o in outs]
     return Restoration(jnp.stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs]),
                        jnp.stack([o[2] for o in outs]), outs[0][3],
-                       np.stack([o[4] for o in outs]), np.stack([o[5] for o in outs]))
+                       np.stack([o[4] for o in outs]), np.stack([o[5] for o in outs]),
+                       np.stack([o[6] for o in outs]), None if maps[0] is None else np.stack(maps))
 
 
 def restore_timed(image, **kwargs):

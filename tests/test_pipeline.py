@@ -250,3 +250,43 @@ def test_progress_callbacks_of_concurrent_calls_stay_apart(rng):
     assert not errors
     for k in (0, 1):  # each call saw exactly its own steps, ending at its own total
         assert seen[k] and seen[k][-1] == (12, 12) and len(seen[k]) == 3
+
+
+def test_continuous_defocus_uses_each_patchs_own_psf(rng, x64):
+    """Per-patch PSFs at the patches' expected depths (through the policy) equal defocus_psf
+    there: the restore equals the float64 loop oracle fed with defocus_psf(z) per patch."""
+    from lbdvd_jax.psf import defocus_psf
+    img = _image(rng)
+    levels = rng.integers(2, 10, 12)
+    probs = np.zeros((12, 12))
+    probs[np.arange(12), levels] = 0.5
+    probs[np.arange(12), levels + 1] = 0.5           # halfway: expected z = 2 level + 1 um
+    fast = {k: v for k, v in FAST.items() if k != "psf_depth_um"}
+    got = restore(img, model=lambda p: probs[: len(p)], defocus="continuous", surface_degree=None,
+                  pool=False, **fast)
+    z = 2.0 * levels + 1.0
+    np.testing.assert_allclose(np.asarray(got.z_um).ravel(), z, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(got.psf_z_um).ravel(), z, rtol=1e-6)  # policy: identity >= 4 um
+    kernels = np.stack([np.asarray(defocus_psf(Optics(), float(zz), size=11)) for zz in z])
+    want = restore_ref(img, np.full(12, 5), kernels, 84, 42, 6, 4, "reflect", (0, 11))
+    np.testing.assert_allclose(np.asarray(got.image), want, rtol=1e-9)
+    with pytest.raises(ValueError, match="defocus"):
+        restore(img, model=lambda p: probs[: len(p)], defocus="smooth", **fast)
+
+
+def test_depth_surface_recovers_a_known_quadric(rng):
+    from lbdvd_jax.depth_surface import fit_depth_surface
+    shape = (520, 696)
+    yy, xx = np.mgrid[42:520:42, 42:696:42]
+    centres = np.stack([yy.ravel(), xx.ravel()], -1).astype(float)
+    y, x = (centres[:, 0] - 259.5) / 259.5, (centres[:, 1] - 347.5) / 347.5
+    truth = 8 + 5 * x - 2 * y + 3 * x * x
+    z = truth + rng.normal(0, 0.7, truth.shape)
+    z[::9] += 15.0                                     # gross misreads, robustly ignored
+    w = np.ones_like(z)
+    w[::7] = 0.0                                       # bg patches: no weight
+    fit = fit_depth_surface(z, w, centres, shape, degree=2)
+    assert np.sqrt(np.mean((fit.z_patches - truth) ** 2)) < 0.3
+    assert fit.z_map.shape == shape
+    with pytest.raises(ValueError, match="lower degree"):
+        fit_depth_surface(z[:3], np.ones(3), centres[:3], shape, degree=2)
