@@ -37,7 +37,7 @@ def _design(y, x, degree):
     return np.stack([y ** i * x ** j for i in range(degree + 1) for j in range(degree + 1 - i)], -1)
 
 
-def fit_depth_surface(z_um, weights, centres, shape, *, degree: int = 2, huber: float = 1.5,
+def fit_depth_surface(z_um, weights, centres, shape, *, degree="auto", huber: float = 1.5,
                       iters: int = 5) -> DepthSurface:
     """Fit a polynomial depth surface to per-patch depths.
 
@@ -46,7 +46,10 @@ def fit_depth_surface(z_um, weights, centres, shape, *, degree: int = 2, huber: 
         weights: (n,) non-negative weights (e.g. certainty; 0 for bg).
         centres: (n, 2) patch centres (y, x) in pixels.
         shape: (H, W) of the image, for the per-pixel map.
-        degree: polynomial degree (keyword-only; 0 = one depth, 1 = a plane, 2 = quadric).
+        degree: polynomial degree (keyword-only; 0 = one depth, 1 = a plane, 2 = quadric), or
+            'auto': the degree 0..4 with the lowest BIC, n log(robust residual variance) +
+            terms log n, over the weighted patches (a plane stays a plane, a curved surface
+            gets the terms it needs).
         huber: Huber threshold in robust-scale units; iters: re-weighting passes.
 
     Returns:
@@ -62,8 +65,21 @@ def fit_depth_surface(z_um, weights, centres, shape, *, degree: int = 2, huber: 
     if c.shape != (z.size, 2) or w.shape != z.shape:
         raise ValueError(f"z_um, weights, centres: got shapes {z.shape}, {w.shape}, {c.shape}; "
                          "expected (n,), (n,), (n, 2)")
+    if degree == "auto":
+        fits = []
+        for d in range(5):
+            terms = (d + 1) * (d + 2) // 2
+            if np.count_nonzero(np.asarray(weights) > 0) < 2 * terms:
+                break
+            fit = fit_depth_surface(z_um, weights, centres, shape, degree=d, huber=huber, iters=iters)
+            n = np.count_nonzero(np.asarray(weights) > 0)
+            fits.append((n * np.log(fit.rms_residual_um ** 2 + 1e-6) + terms * np.log(n), d, fit))
+        if not fits:
+            raise ValueError("weights: too few weighted patches for any depth surface; "
+                             "use per-patch depths (surface_degree=None)")
+        return min(fits, key=lambda t: t[0])[2]
     if not isinstance(degree, int) or not 0 <= degree <= 4:
-        raise ValueError(f"degree: got {degree!r}, expected an int 0..4")
+        raise ValueError(f"degree: got {degree!r}, expected 'auto' or an int 0..4")
     if np.any(w < 0) or not np.all(np.isfinite(w)):
         raise ValueError("weights: must be finite and >= 0")
     w = np.where(np.isfinite(z), w, 0.0)

@@ -172,11 +172,15 @@ def _check(image, model, mode, levels, weights, stride):
 
 def _continuous_depths(dmap, origins, shape, surface_degree):
     """Per-patch depth (µm) for `defocus='continuous'`: the pooled expected z, replaced by a
-    certainty-weighted robust polynomial surface when `surface_degree` is an int."""
+    certainty-weighted robust polynomial surface unless `surface_degree` is None."""
     fg = dmap.labels != BG_LABEL
     z = np.where(fg, dmap.z_um, np.nan)
     surface = None
-    if surface_degree is not None and fg.sum() >= (surface_degree + 1) * (surface_degree + 2) // 2 * 2:
+    if surface_degree is None:
+        needed = np.inf
+    else:
+        needed = 2 if surface_degree == "auto" else (surface_degree + 1) * (surface_degree + 2)
+    if fg.sum() >= needed:
         centres = origins + PATCH / 2.0
         surface = fit_depth_surface(z, dmap.certainty * fg, centres, shape, degree=surface_degree)
         z = np.where(fg, surface.z_patches, np.nan)
@@ -185,7 +189,7 @@ def _continuous_depths(dmap, origins, shape, surface_degree):
 
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,
                  chunk_size, pad_mode, shard, background, progress, timings, pool,
-                 defocus="levels", surface_degree=2, optics=None, psf_depth_um=None, psf_size=49):
+                 defocus="levels", surface_degree="auto", optics=None, psf_depth_um=None, psf_size=49):
     t0 = time.perf_counter()
     origins = patch_grid(image.shape, patch=PATCH, stride=stride)
     n = len(origins)
@@ -280,7 +284,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
             num_iter=None, chunk_size: int | None = None, psf_size: int = 49,
             pad_mode: str = "reflect", shard: bool | None = None, background="auto",
             progress=None, pool: bool = True, psf_depth_um=None, defocus: str = "levels",
-            surface_degree: int | None = 2, _timings: dict | None = None) -> Restoration:
+            surface_degree="auto", _timings: dict | None = None) -> Restoration:
     """Learning-based depth-variant deconvolution of a wide-field image (or a stack of them).
 
     Args:
@@ -332,7 +336,8 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
         gets the PSF of its own real-valued depth (the pooled expected z, or the depth surface),
         mapped through the `psf_depth_um` policy by linear interpolation between the levels.
       surface_degree: 'continuous' only: degree of the certainty-weighted robust polynomial depth
-        surface fitted over the field (`depth_surface.fit_depth_surface`); None: per-patch depths.
+        surface fitted over the field (`depth_surface.fit_depth_surface`; 'auto' picks 0..4 by
+        BIC); None: per-patch depths.
 
     Returns:
       `Restoration(image, levels, probs, origins)`.

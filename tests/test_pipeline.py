@@ -288,5 +288,7 @@ def test_depth_surface_recovers_a_known_quadric(rng):
     fit = fit_depth_surface(z, w, centres, shape, degree=2)
     assert np.sqrt(np.mean((fit.z_patches - truth) ** 2)) < 0.3
     assert fit.z_map.shape == shape
+    plane = fit_depth_surface(4 + 6 * x + rng.normal(0, 0.7, x.shape), np.ones_like(x), centres, shape)
+    assert len(plane.coeffs) == 3  # 'auto' (BIC) keeps a plane a plane
     with pytest.raises(ValueError, match="lower degree"):
         fit_depth_surface(z[:3], np.ones(3), centres[:3], shape, degree=2)
