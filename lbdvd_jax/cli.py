@@ -186,6 +186,17 @@ def _check_values(data, name):
                              "restore needs non-negative intensities: clip at 0")
 
 
+def _read_one_plane(args, why):
+    """The single-plane TIFF of `args.input`, its values checked; stacks refused with `why`."""
+    from lbdvd_jax import io
+    img = io.read_tiff(args.input, default_pixel_um=args.pixel_um)
+    name = pathlib.Path(args.input).name
+    if _planes(img.data).shape[0] > 1:
+        raise UsageError(f"IN: {name} holds {_planes(img.data).shape[0]} planes; {why}")
+    _check_values(img.data, name)
+    return img, name
+
+
 def _planes(data):
     return data.reshape((-1,) + data.shape[-2:])
 
@@ -259,12 +270,8 @@ def cmd_predict(args) -> int:
     out = pathlib.Path(args.output) if args.output else None
     if out is not None:
         _check_outputs([out], [pathlib.Path(args.input)], args.overwrite)
-    img = io.read_tiff(args.input, default_pixel_um=args.pixel_um)
-    name = pathlib.Path(args.input).name
-    if _planes(img.data).shape[0] > 1:
-        raise UsageError(f"IN: {name} holds {_planes(img.data).shape[0]} planes; predict reads one "
-                         "plane: save the plane you want as its own TIFF (restore treats stacks)")
-    _check_values(img.data, name)
+    img, name = _read_one_plane(args, "predict reads one plane: save the plane you want as its "
+                                      "own TIFF (restore treats stacks)")
     optics = _optics(args)
     io.check_pixel_size(img.pixel_um, optics.pixel_um, name=name)
     plane = _planes(img.data)[0].astype(np.float32)
@@ -325,12 +332,7 @@ def cmd_synth(args) -> int:
         raise UsageError(f"--level: expected 0..10, got {args.level}")
     out = pathlib.Path(args.output)
     _check_outputs([out], [pathlib.Path(args.input)], args.overwrite)
-    img = io.read_tiff(args.input, default_pixel_um=args.pixel_um)
-    name = pathlib.Path(args.input).name
-    if _planes(img.data).shape[0] > 1:
-        raise UsageError(f"IN: {name} holds {_planes(img.data).shape[0]} planes; synth blurs one "
-                         "in-focus plane: save it as its own TIFF")
-    _check_values(img.data, name)
+    img, name = _read_one_plane(args, "synth blurs one in-focus plane: save it as its own TIFF")
     plane = _planes(img.data)[0].astype(np.float32)
     blurred, depth = synthesize_defocus(plane, optics=_optics(args), level=args.level,
                                         seed=args.seed, noise=not args.no_noise)

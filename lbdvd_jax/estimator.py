@@ -36,6 +36,7 @@ from flax import nnx
 
 from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM, NUM_CLASSES, NUM_LEVELS, PATCH_SIZE
 from lbdvd_jax.spectral import feature_size, normalise_patch, spectral_features
+from lbdvd_jax.validate import check_patches
 
 __all__ = ["DefocusEstimate", "DefocusEstimator", "EstimatorConfig", "clear_caches", "defocus_from_probs",
            "estimate_defocus", "estimator_logits", "estimator_probs"]
@@ -207,24 +208,8 @@ def estimator_probs(model: DefocusEstimator, patches, *, batch_size: int = 256):
     Raises:
         ValueError: wrong shape, NaN/Inf values, or a bad batch_size (named, with the fix).
     """
-    arr = np.asarray(patches)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"patches: must be a numeric array, got dtype {arr.dtype}")
     side = model.config.patch_size
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim == 4 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3 or arr.shape[1:] != (side, side):
-        raise ValueError(f"patches: must have shape (n, {side}, {side}), got {np.shape(patches)}; "
-                         f"cut the image into {side}x{side} patches first (patch_grid, extract_patches)")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: must be a positive int, got {batch_size!r}")
-    arr = arr.astype(np.float32)
-    if not np.all(np.isfinite(arr)):
-        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"patches: hold {bad} NaN/Inf value(s); replace them (np.nan_to_num) "
-                         "or drop those patches")
+    arr = check_patches(patches, side, batch_size=batch_size)
     n = arr.shape[0]
     if n == 0:
         return np.zeros((0, NUM_CLASSES), np.float32)

@@ -307,23 +307,10 @@ def classify_patches(model: DelpNet, patches, *, batch_size: int = 256):
     if not isinstance(model, DelpNet):
         raise TypeError(f"model must be a DefocusEstimator or a DelpNet (e.g. load_delpnet()), "
                         f"got {type(model).__name__}.")
-    arr = np.asarray(patches)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"patches must be a numeric array of raw counts, got dtype {arr.dtype}.")
+    from lbdvd_jax.validate import check_patches
+
     side = model.config.patch_size
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim == 4 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 3 or arr.shape[1:] != (side, side):
-        raise ValueError(f"patches must have shape (n, {side}, {side}) (raw counts), got {np.shape(patches)}; "
-                         f"cut the image into {side}x{side} patches first (lbdvd_jax.patches).")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"patches contain {bad} NaN/Inf value(s); replace them (e.g. np.nan_to_num) "
-                         "or drop those patches.")
+    arr = check_patches(patches, side, batch_size=batch_size)
     n = arr.shape[0]
     k = model.config.num_classes
     if n == 0:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_float_array", "check_image", "check_psf", "is_concrete"]
+__all__ = ["check_float_array", "check_image", "check_patches", "check_psf", "is_concrete"]
 
 
 def is_concrete(x):
@@ -76,3 +76,28 @@ def check_psf(psf, name="psf", *, ndim=2, rtol=1e-3):
                              f"{np.round(sums, 6).tolist()!r}. Fix: {name} / {name}.sum() (a PSF of "
                              f"all zeros cannot be normalised).")
     return psf
+
+
+def check_patches(patches, side, *, batch_size):
+    """Raw patches for a classifier: (n, side, side) (or one (side, side), or (..., 1)), numeric,
+    finite; returns them as a float32 NumPy array of shape (n, side, side)."""
+    arr = np.asarray(patches)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"patches: must be a numeric array of raw values, got dtype {arr.dtype}. "
+                        "Fix: pass the image's pixels (uint8, uint16, float).")
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3 or arr.shape[1:] != (side, side):
+        raise ValueError(f"patches: must have shape (n, {side}, {side}), got {np.shape(patches)}. "
+                         f"Fix: cut the image into {side}x{side} patches first (patch_grid, "
+                         "extract_patches).")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: must be a positive int, got {batch_size!r}.")
+    arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"patches: hold {bad} NaN/Inf value(s). Fix: replace them "
+                         "(np.nan_to_num) or drop those patches.")
+    return arr
