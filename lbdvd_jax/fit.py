@@ -155,12 +155,13 @@ def fit_defocus(observed, reference, *, optics=Optics(), z_grid_um=None, fit=("z
         raise ValueError(f"border={border} leaves no pixels to fit in a {observed.shape} image; lower it")
     mask = jnp.asarray(mask, dtype)
     optics = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), optics)
-    return _fit(obs, ref, mask, optics, jnp.asarray(z_grid, dtype), fit=tuple(fit), size=size,
-                num_steps=int(num_steps), learning_rate=float(learning_rate))
+    return _fit(obs, ref, mask, optics, jnp.asarray(z_grid, dtype), jnp.asarray(learning_rate, dtype),
+                fit=tuple(fit), size=size, num_steps=int(num_steps))
 
 
-@functools.partial(jax.jit, static_argnames=("fit", "size", "num_steps", "learning_rate"))
-def _fit(obs, ref, mask, optics, z_grid, *, fit, size, num_steps, learning_rate):
+@functools.partial(jax.jit, static_argnames=("fit", "size", "num_steps"))
+def _fit(obs, ref, mask, optics, z_grid, learning_rate, *, fit, size, num_steps):
+    """The fit, compiled once per shape and configuration (the learning rate is traced)."""
     def loss_of(params):
         opt = optics.replace(**{k: v for k, v in params.items() if k != "z_um"})
         model = focus_pair_model(ref, opt, params["z_um"], size=size)

@@ -63,3 +63,19 @@ def test_bad_input(crop):
         fit_defocus(crop, crop, fit=("na",))
     with pytest.raises(ValueError, match="kernel size"):
         fit_defocus(crop[:40, :40], crop[:40, :40])
+
+
+def test_learning_rate_does_not_recompile(rng):
+    """A float learning rate is traced, not static: a second value reuses the program."""
+    from lbdvd_jax import fit as F
+    from lbdvd_jax.optics import Optics
+    from lbdvd_jax.psf import defocus_psf
+    ref = 100 + 500 * rng.random((40, 40))
+    psf = np.asarray(defocus_psf(Optics(), 4.0, size=15))
+    from scipy.signal import fftconvolve
+    obs = fftconvolve(ref - 100, psf, mode="same") + 100
+    kw = dict(size=15, num_steps=3, border=8)
+    F.fit_defocus(obs, ref, learning_rate=0.1, **kw)
+    before = F._fit._cache_size()
+    F.fit_defocus(obs, ref, learning_rate=0.05, **kw)
+    assert F._fit._cache_size() == before
