@@ -123,6 +123,10 @@ def read_tiff(path: str | os.PathLike, *, default_pixel_um: float | None = None)
             axes = series.axes
             compression = page.compression.name
             colour = page.samplesperpixel > 1
+            # 16-bit/float planar samples are stacks saved by tifffile's default (it tags a
+            # (3|4, H, W) array RGB), rarely colour: read them as grey planes, saying so
+            planar_stack = (colour and page.planarconfig == 2 and data.dtype != np.uint8
+                            and axes.startswith("S"))
             meta: dict = {}
             pixel_um = source = None
             if tif.is_ome and tif.ome_metadata:
@@ -149,9 +153,15 @@ def read_tiff(path: str | os.PathLike, *, default_pixel_um: float | None = None)
             f"path: {str(path)!r} is not a readable TIFF ({type(err).__name__}: {err}); "
             "check that the file is complete and is a TIFF (LZW needs the imagecodecs package)"
         ) from None
-    if colour:
-        raise ValueError(f"path: {str(path)!r} holds colour samples (axes {axes!r}); "
-                         "expected grey-level planes: save one channel per file")
+    if planar_stack:
+        warnings.warn(f"{path.name}: {data.shape[0]} planar {data.dtype} samples tagged as colour were "
+                      "read as grey planes (save stacks with photometric='minisblack' to say so)",
+                      UserWarning, stacklevel=2)
+        axes = "Z" + axes[1:]
+    elif colour:
+        raise ValueError(f"path: {str(path)!r} holds colour samples (axes {axes!r}); expected "
+                         "grey-level planes: save one channel per file, or a stack with "
+                         "tifffile.imwrite(path, stack, photometric='minisblack')")
     if data.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"path: {str(path)!r} has pixel dtype {data.dtype}, expected uint8, uint16 "
                         "or float32; convert it first (e.g. to float32 with tifffile or Fiji)")

@@ -140,3 +140,22 @@ def test_pixel_size_check():
     assert check_pixel_size(0.651, 0.65)
     with pytest.warns(UserWarning, match="differs from the model's optics"):
         assert not check_pixel_size(0.325, 0.65, name="cells.tif")
+
+
+def test_planar_16bit_stack_saved_the_obvious_way_reads_as_planes(tmp_path, rng):
+    import warnings
+
+    import tifffile
+    stack = rng.integers(100, 4000, (3, 90, 100)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "s.tif", stack)  # tifffile tags (3, H, W) as planar RGB
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        img = read_tiff(tmp_path / "s.tif")
+    assert any("read as grey planes" in str(w.message) for w in got)
+    np.testing.assert_array_equal(img.data, stack)
+    write_tiff(tmp_path / "o.tif", img.data.astype(np.float32), like=img)
+    np.testing.assert_array_equal(read_tiff(tmp_path / "o.tif").data, stack)
+    rgb = rng.integers(0, 255, (90, 100, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    with pytest.raises(ValueError, match="photometric='minisblack'"):
+        read_tiff(tmp_path / "rgb.tif")
