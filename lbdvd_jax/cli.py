@@ -223,7 +223,7 @@ def cmd_restore(args) -> int:
             return 0
     _check_outputs(outputs, inputs, args.overwrite)
     optics = _optics(args)
-    images = []
+    images, defaulted = [], []
     for p in inputs:  # every input is read and checked before the first restore
         try:
             img = io.read_tiff(p, default_pixel_um=args.pixel_um)
@@ -231,10 +231,16 @@ def cmd_restore(args) -> int:
             raise UsageError(f"IN: {p.name}: {str(err).splitlines()[0]}") from None
         _check_values(img.data, p.name)
         io.check_pixel_size(img.pixel_um, optics.pixel_um, name=p.name)
+        if img.pixel_source == "default":
+            defaulted.append(p.name)
         if min(img.data.shape[-2:]) < 84:
             raise UsageError(f"IN: {p.name} is {img.data.shape[-2:]}, smaller than one 84x84 "
                              "patch; pad it or restore a larger field")
         images.append(img)
+    if defaulted:
+        listing = ", ".join(defaulted[:3]) + (f" and {len(defaulted) - 3} more" if len(defaulted) > 3 else "")
+        warnings.warn(f"{listing}: no pixel size in the file; assumed --pixel-um {args.pixel_um:g} µm "
+                      "(also written into the output)", UserWarning, stacklevel=1)
     oracle = None
     if args.levels is not None:
         oracle = io.read_tiff(args.levels).data

@@ -221,3 +221,12 @@ def test_help_and_version_do_not_start_jax():
             "c.main(['restore', '--help']); print('jax' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_default_pixel_size_is_announced_once(tmp_path, rng, capsys):
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(tmp_path / name, _cells(rng))  # no resolution tags
+    assert main(["restore", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "-o",
+                 str(tmp_path / "out"), "--mode", "di", "-q"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "assumed --pixel-um" in line]
+    assert len(warned) == 1 and "a.tif, b.tif" in warned[0]
