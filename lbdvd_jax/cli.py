@@ -512,9 +512,27 @@ def use_host_cores(environ=os.environ, cpu_count=None) -> int:
     return count
 
 
+def _interrupted(signum, frame):
+    """Ctrl-C in the `lbdvd` command: end now. A KeyboardInterrupt would wait for the running XLA
+    computation (minutes for long RL runs) and could crash in interpreter teardown while XLA
+    threads still run; exiting at once after removing the temporary file of any write in
+    progress leaves only complete outputs and never crashes."""
+    io = sys.modules.get("lbdvd_jax.io")
+    if io is not None:
+        io.remove_pending_temporaries()
+    try:
+        sys.stderr.write("\nlbdvd: interrupted\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(130)
+
+
 def entry() -> int:
-    """Console-script entry point: one XLA host device per core, then :func:`main`."""
+    """Console-script entry point: one XLA host device per core, Ctrl-C ends at once, then
+    :func:`main`."""
+    import signal
     use_host_cores()
+    signal.signal(signal.SIGINT, _interrupted)
     return main()
 
 

@@ -320,6 +320,7 @@ def write_tiff(path: str | os.PathLike, data, *, like: TiffImage | None = None,
                          "choose a writable output folder") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp's 0600 -> the usual permissions of a new file
+    _PENDING.add(tmp)
     try:
         tifffile.imwrite(tmp, data, compression=compression, **kwargs)
         if overwrite:
@@ -334,4 +335,19 @@ def write_tiff(path: str | os.PathLike, data, *, like: TiffImage | None = None,
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        _PENDING.discard(tmp)
     return path
+
+
+# Temporary files being written right now: an interrupt handler (the `lbdvd` command's) removes
+# them before the process ends, so that only complete outputs are ever left on disk.
+_PENDING: set = set()
+
+
+def remove_pending_temporaries() -> None:
+    """Delete the temporary files of writes in progress (for signal handlers; never raises)."""
+    for tmp in list(_PENDING):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

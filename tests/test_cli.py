@@ -230,3 +230,22 @@ def test_default_pixel_size_is_announced_once(tmp_path, rng, capsys):
                  str(tmp_path / "out"), "--mode", "di", "-q"]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if "assumed --pixel-um" in line]
     assert len(warned) == 1 and "a.tif, b.tif" in warned[0]
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_ctrl_c_ends_within_two_seconds_and_leaves_only_complete_outputs(tmp_path, rng, quiet):
+    import signal
+    import time
+    tifffile.imwrite(tmp_path / "big.tif", _cells(rng, (600, 700)))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lbdvd_jax", "restore", str(tmp_path / "big.tif"), "-o", str(out),
+           "--mode", "di", "--iterations", "2000"] + (["-q"] if quiet else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(12)  # JAX started, compiling or deconvolving
+    assert proc.poll() is None
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert time.perf_counter() - t0 < 2.0
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert not out.exists() or os.listdir(out) == []  # nothing half-written
