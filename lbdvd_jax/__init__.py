@@ -17,12 +17,14 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
 _EXPORTS = {
     "BG_LABEL": "lbdvd_jax.data",
     "CameraModel": "lbdvd_jax.camera",
-    "DEFAULT_ITERATIONS": "lbdvd_jax.pipeline",
+    "DEFAULT_ITERATIONS": "lbdvd_jax.policy",
+    "DEFAULT_PSF_DEPTH_UM": "lbdvd_jax.policy",
     "DEFOCUS_LEVELS_UM": "lbdvd_jax.psf",
     "DefocusEstimator": "lbdvd_jax.estimator",
     "DefocusMap": "lbdvd_jax.defocus_map",
     "DelpNet": "lbdvd_jax.model",
     "DelpNetConfig": "lbdvd_jax.model",
+    "DepthSurface": "lbdvd_jax.depth_surface",
     "EstimatorConfig": "lbdvd_jax.estimator",
     "EstimatorDomainWarning": "lbdvd_jax.defocus_map",
     "FitResult": "lbdvd_jax.fit",
@@ -44,6 +46,7 @@ _EXPORTS = {
     "export_weights": "lbdvd_jax.checkpoint",
     "extract_patches": "lbdvd_jax.patches",
     "fit_defocus": "lbdvd_jax.fit",
+    "fit_depth_surface": "lbdvd_jax.depth_surface",
     "j0": "lbdvd_jax.bessel",
     "j1": "lbdvd_jax.bessel",
     "kernel_size_for": "lbdvd_jax.psf",
@@ -98,6 +101,7 @@ if TYPE_CHECKING:  # static tools see the real imports
     from lbdvd_jax.data import BG_LABEL, defocus_crops, make_eval_set, synth_batch  # noqa: F401
     from lbdvd_jax.deconv import blind_richardson_lucy, richardson_lucy  # noqa: F401
     from lbdvd_jax.defocus_map import DefocusMap, EstimatorDomainWarning, pool_neighbours  # noqa: F401
+    from lbdvd_jax.depth_surface import DepthSurface, fit_depth_surface  # noqa: F401
     from lbdvd_jax.devices import sharded_map  # noqa: F401
     from lbdvd_jax.estimator import DefocusEstimator, EstimatorConfig, defocus_from_probs  # noqa: F401
     from lbdvd_jax.estimator_weights import export_estimator, load_estimator  # noqa: F401
@@ -115,7 +119,8 @@ if TYPE_CHECKING:  # static tools see the real imports
         triangular_weights,
     )
     from lbdvd_jax.phantoms import phantom  # noqa: F401
-    from lbdvd_jax.pipeline import DEFAULT_ITERATIONS, Restoration, predict_levels, restore  # noqa: F401
+    from lbdvd_jax.pipeline import Restoration, predict_levels, restore  # noqa: F401
+    from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM  # noqa: F401
     from lbdvd_jax.psf import DEFOCUS_LEVELS_UM, defocus_psf, kernel_size_for, psf_stack  # noqa: F401
     from lbdvd_jax.quality import psnr, ssim  # noqa: F401
     from lbdvd_jax.spectral import noise_sigma, spectral_features  # noqa: F401

@@ -28,25 +28,15 @@ import numpy as np
 from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM, MODES, NUM_CLASSES, NUM_LEVELS
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
 from lbdvd_jax.defocus_map import DefocusMap, predict_defocus
-from lbdvd_jax.depth_surface import fit_depth_surface
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import DEFAULT_CONTEXT, patch_grid
+from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM, continuous_depths, policy_psf_depth
 from lbdvd_jax.psf import psf_stack
 from lbdvd_jax.streaming import deconvolve_streaming, iteration_counts
 
 __all__ = ["DEFAULT_ITERATIONS", "DEFAULT_PSF_DEPTH_UM", "MODES", "Restoration", "level_map_pixels", "predict_levels",
            "restore", "restore_timed"]
 
-#: RL iterations per level used by default: 1 at levels 0-1, the paper's 15 from level 2 on.
-#: Chosen on the training fields with the true PSF (`evaluation.tune_iterations`, README): at
-#: level 1, 15 iterations lose 3.1 dB against the input where 1 gains 1.0 dB.
-DEFAULT_ITERATIONS = (1, 1) + (15,) * (NUM_LEVELS - 2)
-#: Depth (µm) of the PSF used for a patch of each level (the deconvolution policy). A level-1
-#: call is deconvolved with the in-focus PSF: in-focus patches are often read as level 1, and on
-#: the five training fields (`examples/psf_policy.py`) one RL iteration with the 2 µm PSF costs
-#: -3.36 dB on level-0 fields where the 0 µm PSF gains +1.89 dB; on level-1 fields they gain
-#: +2.01 and +0.85 dB. Mean over both: +1.37 dB for 0 µm, the best of 0-2 µm x 1-2 iterations.
-DEFAULT_PSF_DEPTH_UM = (0.0, 0.0) + tuple(2.0 * level for level in range(2, NUM_LEVELS))
 
 
 class Restoration(NamedTuple):
@@ -170,23 +160,6 @@ def _check(image, model, mode, levels, weights, stride):
     return image
 
 
-def _continuous_depths(dmap, origins, shape, surface_degree):
-    """Per-patch depth (µm) for `defocus='continuous'`: the pooled expected z, replaced by a
-    certainty-weighted robust polynomial surface unless `surface_degree` is None."""
-    fg = dmap.labels != BG_LABEL
-    z = np.where(fg, dmap.z_um, np.nan)
-    surface = None
-    if surface_degree is None:
-        needed = np.inf
-    else:
-        needed = 2 if surface_degree == "auto" else (surface_degree + 1) * (surface_degree + 2)
-    if fg.sum() >= needed:
-        centres = origins + PATCH / 2.0
-        surface = fit_depth_surface(z, dmap.certainty * fg, centres, shape, degree=surface_degree)
-        z = np.where(fg, surface.z_patches, np.nan)
-    return np.clip(z, 0.0, LEVEL_STEP_UM * (NUM_LEVELS - 1)), surface
-
-
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,
                  chunk_size, pad_mode, shard, background, progress, timings, pool,
                  defocus="levels", surface_degree="auto", optics=None, psf_depth_um=None, psf_size=49):
@@ -198,7 +171,7 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
         dmap = predict_defocus(np.asarray(image), model=model, stride=stride, pool=pool)
         labels, probs = jnp.asarray(dmap.labels), jnp.asarray(dmap.probs)
         if defocus == "continuous":
-            z_cont, surface = _continuous_depths(dmap, origins, image.shape, surface_degree)
+            z_cont, surface = continuous_depths(dmap, origins, image.shape, surface_degree)
     elif mode == "oracle":
         labels = _oracle_labels(levels, image.shape, origins)
         probs = jax.nn.one_hot(labels, NUM_CLASSES, dtype=image.dtype)
@@ -217,10 +190,7 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
         kernels = jnp.broadcast_to(psfs[0], (n,) + psfs.shape[1:])
         active = jnp.ones((n,), bool)
     elif z_cont is not None:  # the PSF of each patch's own depth, through the level policy
-        level_z = LEVEL_STEP_UM * np.arange(NUM_LEVELS)
-        policy = np.asarray(DEFAULT_PSF_DEPTH_UM if psf_depth_um is None else psf_depth_um, np.float64)
-        zz = np.nan_to_num(z_cont)
-        psf_z = np.interp(zz, level_z, policy)
+        psf_z = policy_psf_depth(z_cont, psf_depth_um)
         kernels = psf_stack(optics, jnp.asarray(psf_z, dtype=float), size=psf_size).astype(image.dtype)
         active = (labels != BG_LABEL) & (labels != 0)
         psf_z = np.where(np.asarray(labels) == BG_LABEL, np.nan, psf_z)
