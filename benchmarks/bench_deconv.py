@@ -96,7 +96,7 @@ def scipy_rl(window, psf, num_iter, eps=1e-12):
 def baseline(image, levels, psfs, context, *, rl):
     """The same job by loops: pad with zeros, deconvolve active windows, triangular montage."""
     origins = patch_grid(image.shape, patch=PATCH, stride=STRIDE)
-    w = np.asarray(triangular_weights(PATCH), image.dtype)
+    w = np.asarray(triangular_weights(patch=PATCH), image.dtype)
     padded = np.pad(image, context)
     num, den = np.zeros_like(image), np.zeros_like(image)
     s = PATCH + 2 * context

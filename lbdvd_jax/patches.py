@@ -151,7 +151,7 @@ def extract_patches(image, origins, *, patch=84, context=0, pad_mode="constant")
     return gather_windows(padded, origins, patch + 2 * context)
 
 
-def triangular_weights(patch=84, *, dtype=None):
+def triangular_weights(*, patch=84, dtype=None):
     """Separable triangular (bilinear) weights, base width = ``patch`` (paper Fig. 2(d)).
 
     Sampled at pixel centres, ``w(i) = 1 - |i + 1/2 - patch/2| / (patch/2)``, so they are > 0
@@ -162,7 +162,7 @@ def triangular_weights(patch=84, *, dtype=None):
     return jnp.asarray(np.outer(w1, w1), dtype=dtype)
 
 
-def rectangular_weights(patch=84, *, dtype=None):
+def rectangular_weights(*, patch=84, dtype=None):
     """Constant weights: non-overlapping montage at stride ``patch`` (shows seams, Fig. 9)."""
     return jnp.ones((patch, patch), dtype=dtype)
 
@@ -173,7 +173,7 @@ def _weights(weights, patch, dtype):
         if weights not in table:
             raise ValueError(f"weights must be 'triangular', 'rectangular' or a ({patch}, {patch})"
                              f" array; got {weights!r}.")
-        return table[weights](patch, dtype=dtype)
+        return table[weights](patch=patch, dtype=dtype)
     w = jnp.asarray(weights, dtype=dtype)
     if w.shape != (patch, patch):
         raise ValueError(f"weights must have shape ({patch}, {patch}); got {tuple(w.shape)!r}.")

@@ -62,11 +62,11 @@ def test_grid_covers_with_flush_last_patch():
 
 
 def test_weights():
-    w = np.asarray(triangular_weights(84), np.float64)
+    w = np.asarray(triangular_weights(patch=84), np.float64)
     assert w.min() > 0 and w.shape == (84, 84)
     one_d = np.sqrt(np.diag(w))
     np.testing.assert_allclose(one_d[:42] + one_d[42:], 1.0, rtol=1e-6)  # partition of unity
-    assert np.all(np.asarray(rectangular_weights(84)) == 1)
+    assert np.all(np.asarray(rectangular_weights(patch=84)) == 1)
 
 
 @settings(max_examples=8, deadline=None)
