@@ -45,7 +45,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--per-level", type=int, default=45)
     p.add_argument("--iterations", type=int, default=15)
-    p.add_argument("--model", default=None, help="DelpNet weights (default: shipped)")
+    p.add_argument("--model", default=None, help="estimator or DelpNet weights (default: the shipped estimator)")
     p.add_argument("--no-blind", action="store_true")
     p.add_argument("--tune", action="store_true",
                    help="tune a per-level RL iteration table on the TRAINING fields first and add "

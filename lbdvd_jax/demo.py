@@ -1,4 +1,4 @@
-"""`lbdvd demo`: restore bundled real BBBC006 images, offline, with the shipped DelpNet.
+"""`lbdvd demo`: restore bundled real BBBC006 images, offline, with the shipped defocus estimator.
 
 Two cases, both on field a01 of BBBC006 (bundled in `lbdvd_jax/data/`):
 
@@ -157,7 +157,8 @@ def save_figure(path, rows, *, titles=("input", "level map", "restored (DV)", "r
 
 
 def _load_model(model_path):
-    """The shipped DelpNet (or `model_path`); an untrained one, with a warning, if none ships."""
+    """The shipped defocus estimator (or `model_path`); an untrained DelpNet, with a warning, if no
+    weights ship."""
     import warnings
 
     from lbdvd_jax.checkpoint import load_delpnet
@@ -265,7 +266,7 @@ def run_demo(output="lbdvd_output", *, overwrite: bool = False, model_path=None,
             if m in c:
                 print_fn(f"{cname:16s} {m:7s} {c[m]['psnr_db']:8.2f} {c[m]['ssim']:7.4f}")
     a, b = summary["cases"]["real_z00"], summary["cases"]["synthetic_tilt"]
-    print_fn(f"real z00: DelpNet levels (0..10, bg) {a['level_counts']}; DV gains "
+    print_fn(f"real z00: estimated levels (0..10, bg) {a['level_counts']}; DV gains "
              f"{a['dv']['psnr_db'] - a['input']['psnr_db']:+.2f} dB, DI "
              f"{a['di']['psnr_db'] - a['input']['psnr_db']:+.2f} dB (the plane is beyond level 10)")
     print_fn(f"synthetic: DV gains {b['dv']['psnr_db'] - b['input']['psnr_db']:+.2f} dB "
