@@ -46,11 +46,12 @@ def test_fig9(tmp_path, monkeypatch):
     assert res["rectangular"]["seam_score"] > 0 and res["triangular"]["seam_score"] > 0
 
 
-def test_ablations_plumbing(tmp_path, monkeypatch):
-    """One variant end to end (tiny model): train, finalise, one row with val and test scores."""
+def test_ablations_plumbing(tmp_path, monkeypatch, data_dir):
+    """One variant end to end (tiny model): train, finalise, one row with val and test scores
+    (needs the BBBC006 fields for the train/val/test split; skipped without them)."""
     out = tmp_path / "abl"
-    _run("ablations.py", ["--smoke", "--only", "no_bg", "--per-level", "2", "--out", str(out)],
-         monkeypatch)
+    _run("ablations.py", ["--smoke", "--only", "no_bg", "--per-level", "2", "--out", str(out),
+                          "--data", str(data_dir / "bbbc006" / "infocus")], monkeypatch)
     rows = json.loads((out / "ablations.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["no_bg"] and rows[0]["flags"] == "--no-bg"
     assert 0.0 <= rows[0]["test"]["accuracy"] <= 1.0
