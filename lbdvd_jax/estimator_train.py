@@ -36,7 +36,8 @@ from lbdvd_jax.metrics_cls import classification_report
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import psf_stack
 
-__all__ = ["BEYOND_Z_UM", "EstimatorTrainConfig", "fit_estimator", "ordinal_loss",
+__all__ = ["BEYOND_Z_UM", "EstimatorTrainConfig", "fit_estimator", "init_train_state", "make_train_step",
+           "ordinal_loss",
            "ranked_probability_score", "training_psfs", "training_batch"]
 
 BEYOND_Z_UM = (24.0, 28.0, 32.0, 36.0, 40.0)  #: defocus beyond level 10, labelled 10
@@ -184,6 +185,41 @@ def _log(msg):
     sys.stderr.flush()
 
 
+def init_train_state(model_config: EstimatorConfig, config: EstimatorTrainConfig):
+    """(graphdef, state): a fresh estimator and its training state dict (step, params, optimiser
+    state, run key, wall and CPU seconds), seeded by `config.seed`."""
+    graphdef, params = nnx.split(DefocusEstimator(model_config, rngs=nnx.Rngs(config.seed)))
+    state = {"step": jnp.zeros((), jnp.int32), "params": params,
+             "opt_state": _optimizer(config).init(params),
+             "key": jax.random.key_data(jax.random.key(config.seed + 1)),
+             "elapsed_s": jnp.zeros((), jnp.float32), "cpu_s": jnp.zeros((), jnp.float32)}
+    return graphdef, state
+
+
+def make_train_step(graphdef, config: EstimatorTrainConfig):
+    """The jitted step `(state, fields, psfs) -> (state, loss, accuracy)`: a fresh batch from
+    fold_in(key, step), the ordinal loss, one AdamW update. Fields and PSFs are arguments, not
+    constants baked into the program."""
+    tx = _optimizer(config)
+
+    @jax.jit
+    def step_fn(state, fields, psfs):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
+        x, y = training_batch(key, fields, psfs, config=config)
+
+        def loss_fn(p):
+            logits = estimator_logits(graphdef, p, x)
+            return ordinal_loss(logits, y, rps_weight=config.rps_weight), logits
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        new = dict(state, step=state["step"] + 1, opt_state=opt_state,
+                   params=optax.apply_updates(state["params"], updates))
+        return new, loss, jnp.mean(jnp.argmax(logits, -1) == y)
+
+    return step_fn
+
+
 def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, fields, *,
                   out_dir, eval_sets: dict, eval_every: int = 250, ckpt_every_s: float = 120.0,
                   max_seconds: float | None = None, max_steps: int | None = None,
@@ -207,12 +243,7 @@ def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, f
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"model": model_config.to_dict(),
                                                  "train": config.to_dict()}, indent=1))
-    model = DefocusEstimator(model_config, rngs=nnx.Rngs(config.seed))
-    graphdef, params = nnx.split(model)
-    tx = _optimizer(config)
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-             "key": jax.random.key_data(jax.random.key(config.seed + 1)),
-             "elapsed_s": jnp.zeros((), jnp.float32), "cpu_s": jnp.zeros((), jnp.float32)}
+    graphdef, state = init_train_state(model_config, config)
     history = []
     with ckpt_lib.checkpoint_manager(out / "ckpt") as mgr:
         if mgr.latest_step() is not None:
@@ -223,20 +254,7 @@ def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, f
         fields = jnp.asarray(fields, jnp.float32)
         psfs = training_psfs(optics)
 
-        @jax.jit
-        def step_fn(state):
-            key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
-            x, y = training_batch(key, fields, psfs, config=config)
-
-            def loss_fn(p):
-                logits = estimator_logits(graphdef, p, x)
-                return ordinal_loss(logits, y, rps_weight=config.rps_weight), logits
-
-            (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-            updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-            new = dict(state, step=state["step"] + 1, opt_state=opt_state,
-                       params=optax.apply_updates(state["params"], updates))
-            return new, loss, jnp.mean(jnp.argmax(logits, -1) == y)
+        step_fn = make_train_step(graphdef, config)
 
         predict = jax.jit(lambda p, x: jax.nn.softmax(estimator_logits(graphdef, p, x)))
 
@@ -257,7 +275,7 @@ def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, f
         last_ckpt = t0
         step = int(state["step"])
         while step < stop:
-            state, loss, acc = step_fn(state)
+            state, loss, acc = step_fn(state, fields, psfs)
             step += 1
             state["elapsed_s"] = jnp.asarray(e0 + time.perf_counter() - t0, jnp.float32)
             state["cpu_s"] = jnp.asarray(cpu0 + time.process_time() - c0, jnp.float32)

@@ -219,3 +219,24 @@ def test_shipped_estimator_is_independent_of_scale_and_format(name):
         assert np.mean(lab[fg] == ref[fg]) >= 0.99
     lab = predict_defocus(np.round(img / 16), model=model, warn=False).labels
     assert np.mean(good(lab[lab != 11])) >= 0.9
+
+
+def test_fit_estimator_resume_equals_uninterrupted(tmp_path, real_fields):
+    """Two steps, a stop and a resume give the very parameters of four uninterrupted steps."""
+    from lbdvd_jax.estimator_train import fit_estimator
+    cfg = EstimatorTrainConfig(batch_size=8, total_steps=100, warmup_steps=2)
+    x = np.random.default_rng(0).poisson(200, (12, 84, 84)).astype(np.float32)
+    sets = {"val": (x, np.arange(12) % 12)}
+    fit_estimator(TINY, cfg, real_fields, out_dir=tmp_path / "a", eval_sets=sets, max_steps=4, eval_every=4)
+    fit_estimator(TINY, cfg, real_fields, out_dir=tmp_path / "b", eval_sets=sets, max_steps=2, eval_every=4)
+    fit_estimator(TINY, cfg, real_fields, out_dir=tmp_path / "b", eval_sets=sets, max_steps=4, eval_every=4)
+    from lbdvd_jax import checkpoint as C
+    from lbdvd_jax.estimator_train import init_train_state
+    _, like = init_train_state(TINY, cfg)
+    states = []
+    for run in ("a", "b"):
+        with C.checkpoint_manager(tmp_path / run / "ckpt") as mgr:
+            states.append(C.restore_train_state(mgr, like))
+    assert int(states[0]["step"]) == int(states[1]["step"]) == 4
+    for u, v in zip(jax.tree.leaves(states[0]["params"]), jax.tree.leaves(states[1]["params"])):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
