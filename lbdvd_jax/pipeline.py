@@ -25,13 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM, MODES, NUM_CLASSES, NUM_LEVELS
+from lbdvd_jax.constants import MODES, NUM_LEVELS
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
 from lbdvd_jax.defocus_map import DefocusMap, predict_defocus
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import DEFAULT_CONTEXT, patch_grid
-from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM, continuous_depths, policy_psf_depth
+from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM
 from lbdvd_jax.psf import psf_stack
+from lbdvd_jax.restore_plan import grid_shape, image_background, patch_kernels, plan_restoration
 from lbdvd_jax.streaming import deconvolve_streaming, iteration_counts
 
 __all__ = ["DEFAULT_ITERATIONS", "DEFAULT_PSF_DEPTH_UM", "MODES", "Restoration", "level_map_pixels", "predict_levels",
@@ -64,11 +65,6 @@ class Restoration(NamedTuple):
     certainty: np.ndarray | None = None
     psf_z_um: np.ndarray | None = None
     depth_map: np.ndarray | None = None
-
-
-def _grid_shape(origins):
-    rows = len(np.unique(origins[:, 0]))
-    return rows, len(origins) // rows
 
 
 def predict_levels(image, *, model, stride: int = 42, pool: bool = True,
@@ -117,25 +113,6 @@ def _deconvolve_core(image, kernels, active, background, iters=None, token=0, *,
                                 report_args=(jnp.asarray(token, jnp.int32),))
 
 
-def _oracle_labels(levels, shape, origins):
-    """Per-patch labels from a (rows, cols)/(n,) patch map or an (H, W) per-pixel map."""
-    levels = np.asarray(levels)
-    rows, cols = _grid_shape(origins)
-    if levels.shape == shape and levels.shape != (rows, cols):
-        cy = np.minimum(origins[:, 0] + PATCH // 2, shape[0] - 1)
-        cx = np.minimum(origins[:, 1] + PATCH // 2, shape[1] - 1)
-        levels = levels[cy, cx]
-    levels = levels.reshape(-1)
-    if levels.shape != (len(origins),):
-        raise ValueError(f"levels: got shape {np.shape(levels)}, expected the patch grid "
-                         f"({rows}, {cols}), ({len(origins)},) or the image shape {shape}; "
-                         "pass one label per patch of patch_grid(image.shape, stride=stride)")
-    if not np.all(np.isin(levels, np.arange(NUM_CLASSES))):
-        raise ValueError(f"levels: labels must be integers 0..10 or 11 (bg), got values "
-                         f"{sorted(set(np.unique(levels).tolist()) - set(range(12)))[:5]}")
-    return jnp.asarray(levels, jnp.int32)
-
-
 def _check(image, model, mode, levels, weights, stride):
     if mode not in MODES:
         raise ValueError(f"mode: got {mode!r}, expected one of {MODES}")
@@ -165,59 +142,28 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
                  defocus="levels", surface_degree="auto", optics=None, psf_depth_um=None, psf_size=49):
     t0 = time.perf_counter()
     origins = patch_grid(image.shape, patch=PATCH, stride=stride)
-    n = len(origins)
-    z_cont = psf_z = surface = None
+    dmap = None
     if mode in ("dv", "soft"):
         dmap = predict_defocus(np.asarray(image), model=model, stride=stride, pool=pool)
-        labels, probs = jnp.asarray(dmap.labels), jnp.asarray(dmap.probs)
-        if defocus == "continuous":
-            z_cont, surface = continuous_depths(dmap, origins, image.shape, surface_degree)
-    elif mode == "oracle":
-        labels = _oracle_labels(levels, image.shape, origins)
-        probs = jax.nn.one_hot(labels, NUM_CLASSES, dtype=image.dtype)
-    else:  # 'di': the in-focus PSF everywhere, no classifier
-        labels = jnp.zeros((n,), jnp.int32)
-        probs = jax.nn.one_hot(labels, NUM_CLASSES, dtype=image.dtype)
-    jax.block_until_ready(labels)
+    plan = plan_restoration(image.shape, origins, mode=mode, num_iter=num_iter, num_psfs=psfs.shape[0],
+                            dmap=dmap, levels=levels, defocus=defocus, surface_degree=surface_degree,
+                            psf_depth_um=psf_depth_um)
     t1 = time.perf_counter()
-    psfs = psfs.astype(image.dtype)
-    if mode == "soft":
-        p = probs[:, :psfs.shape[0]].astype(image.dtype)
-        p = p / jnp.maximum(jnp.sum(p, axis=1, keepdims=True), jnp.finfo(image.dtype).tiny)
-        kernels = jnp.einsum("nl,lij->nij", p, psfs)
-        active = labels != BG_LABEL
-    elif mode == "di":
-        kernels = jnp.broadcast_to(psfs[0], (n,) + psfs.shape[1:])
-        active = jnp.ones((n,), bool)
-    elif z_cont is not None:  # the PSF of each patch's own depth, through the level policy
-        psf_z = policy_psf_depth(z_cont, psf_depth_um)
-        kernels = psf_stack(optics, jnp.asarray(psf_z, dtype=float), size=psf_size).astype(image.dtype)
-        active = (labels != BG_LABEL) & (labels != 0)
-        psf_z = np.where(np.asarray(labels) == BG_LABEL, np.nan, psf_z)
-    else:
-        kernels = psfs[jnp.clip(labels, 0, psfs.shape[0] - 1)]
-        active = (labels != BG_LABEL) & (labels != 0)
+    kernels = patch_kernels(plan, np.arange(len(origins)), mode=mode, psfs=psfs, optics=optics,
+                            psf_size=psf_size, dtype=image.dtype)
     if isinstance(background, str):
         if background != "auto":
             raise ValueError(f"background: got {background!r}, expected 'auto' or counts")
-        # on the host: NumPy's selection is far cheaper than XLA's CPU sort of the whole image
-        background = float(np.percentile(np.asarray(image), 0.5))
+        background = image_background(image)
     background = jnp.asarray(background, image.dtype)
     token = next(_TOKENS)
     if progress is not None:
         with _CALLBACKS_LOCK:
             _CALLBACKS[token] = progress
     try:
-        if np.ndim(num_iter) == 0:  # one count for all: no per-patch stop
-            max_iter, iters = int(num_iter), None
-        elif z_cont is not None:  # the table at each patch's nearest level
-            nearest = np.clip(np.rint(np.nan_to_num(z_cont) / LEVEL_STEP_UM), 0, NUM_LEVELS - 1)
-            max_iter, iters = iteration_counts(num_iter, jnp.asarray(nearest, jnp.int32), NUM_LEVELS)
-        else:  # per-level counts, indexed by the level whose PSF each patch gets
-            max_iter, iters = iteration_counts(num_iter, jnp.where(labels == BG_LABEL, 0, labels),
-                                               psfs.shape[0])
-        out = _deconvolve_core(image, kernels, active, background, iters, token, stride=stride,
-                               context=context, weights=weights, num_iter=max_iter,
+        iters = None if plan.iters is None else jnp.asarray(plan.iters)
+        out = _deconvolve_core(image, kernels, jnp.asarray(plan.active), background, iters, token,
+                               stride=stride, context=context, weights=weights, num_iter=plan.max_iter,
                                chunk_size=chunk_size, pad_mode=pad_mode, shard=shard,
                                report=progress is not None)
         jax.block_until_ready(out)
@@ -226,27 +172,14 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
         with _CALLBACKS_LOCK:
             _CALLBACKS.pop(token, None)
     t2 = time.perf_counter()
-    if mode == "di":
-        labels = jnp.zeros((n,), jnp.int32)
     if timings is not None:
         timings["classify"] = timings.get("classify", 0.0) + t1 - t0
         timings["deconvolve"] = timings.get("deconvolve", 0.0) + t2 - t1
-    rows, cols = _grid_shape(origins)
-    from lbdvd_jax.estimator import defocus_from_probs
-    z, _, cert = defocus_from_probs(np.asarray(probs, np.float32))
-    lab = np.asarray(labels).reshape(rows, cols)
-    z = z_cont if z_cont is not None else z
-    z = np.where(lab == BG_LABEL, np.nan, np.reshape(z, (rows, cols))).astype(np.float32)
-    if psf_z is None:
-        depth = np.asarray(DEFAULT_PSF_DEPTH_UM if psf_depth_um is None else psf_depth_um)
-        psf_z = np.where(np.asarray(labels) == BG_LABEL, np.nan,
-                         depth[np.clip(np.asarray(labels), 0, NUM_LEVELS - 1)])
-        if mode == "di":
-            psf_z = np.zeros(n)
-    zmap = surface.z_map if surface is not None else None
-    return (out, labels.reshape(rows, cols), probs.reshape(rows, cols, -1), origins, z,
-            cert.reshape(rows, cols).astype(np.float32),
-            np.reshape(psf_z, (rows, cols)).astype(np.float32), zmap)
+    rows, cols = grid_shape(origins)
+    zmap = plan.surface.z_map if plan.surface is not None else None
+    return (out, jnp.asarray(plan.labels).reshape(rows, cols), jnp.asarray(plan.probs).reshape(rows, cols, -1),
+            origins, plan.z_um.reshape(rows, cols), plan.certainty.reshape(rows, cols),
+            plan.psf_z_um.reshape(rows, cols), zmap)
 
 
 def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None,
@@ -388,7 +321,7 @@ def level_map_pixels(levels, shape, *, stride: int = 42):
     """
     origins = patch_grid(shape, patch=PATCH, stride=stride)
     levels = np.asarray(levels)
-    rows, cols = _grid_shape(origins)
+    rows, cols = grid_shape(origins)
     cy = np.unique(origins[:, 0]) + PATCH / 2
     cx = np.unique(origins[:, 1]) + PATCH / 2
     iy = np.abs(np.arange(shape[0])[:, None] + 0.5 - cy[None]).argmin(1)

@@ -28,8 +28,8 @@ from lbdvd_jax.patches import (
 )
 from lbdvd_jax.validate import check_image, check_psf, is_concrete
 
-__all__ = ["deconvolve_streaming", "deconvolve_windows", "default_chunk_size", "default_stream_chunk",
-           "depth_invariant_deconvolve", "depth_variant_deconvolve", "iteration_counts"]
+__all__ = ["accumulate_patches", "deconvolve_streaming", "deconvolve_windows", "default_chunk_size",
+           "default_stream_chunk", "depth_invariant_deconvolve", "depth_variant_deconvolve", "iteration_counts"]
 
 
 def default_chunk_size(backend=None):
@@ -113,6 +113,76 @@ def default_stream_chunk(backend=None):
     return 8 if (backend or jax.default_backend()) == "cpu" else 256
 
 
+def accumulate_patches(padded, origins, kernels, active, iters=None, *, valid=None, background=None,
+                       patch=84, context=DEFAULT_CONTEXT, weights="triangular", num_iter=15,
+                       chunk_size=None, rl_batch=None, fft_shape=None, shard=False, report=None,
+                       report_args=()):
+    """The engine's sums over one region: Σ_active w_i (RL_i - observed_i) and Σ_valid w_i.
+
+    ``padded`` is the region with ``context`` px of real (or border-padded) pixels on every
+    side; ``origins`` are patch corners in *region* coordinates (the window of patch i is
+    ``padded[o : o + patch + 2 context]``). The montage over the region is then
+    ``region + num / den`` where ``den > 0`` (:func:`deconvolve_streaming` on the whole image,
+    or one block of a chunked image, `dask_restore`, with the patches that cover it). Patches
+    with ``valid`` False (padding slots, so that every block has one patch count and compiles
+    once) add nothing to either sum; ``active`` must be False for them.
+
+    Returns:
+        ``(num, den)``, each of the region's shape (``padded.shape - 2 context``).
+    """
+    origins = jnp.asarray(origins, jnp.int32)
+    n, size, c = origins.shape[0], patch + 2 * context, int(context)
+    shape = (padded.shape[0] - 2 * c, padded.shape[1] - 2 * c)
+    cs = min(default_stream_chunk() if chunk_size is None else int(chunk_size), n)
+    nch = math.ceil(n / cs)
+    pad = nch * cs - n
+    order = jnp.argsort(~active, stable=True).astype(jnp.int32)  # active patches first
+    order = jnp.concatenate([order, jnp.full((pad,), n, jnp.int32)])  # index n: padding
+    org = jnp.concatenate([origins, jnp.zeros((1, 2), jnp.int32)])
+    kernels = jnp.concatenate([kernels, kernels[:1]])
+    if iters is not None:
+        iters = jnp.concatenate([jnp.asarray(iters, jnp.int32), jnp.zeros((1,), jnp.int32)])
+    act = jnp.concatenate([active, jnp.zeros((1,), bool)])
+    w = _weights(weights, patch, padded.dtype)
+    n_active = jnp.sum(active)
+    rl = jax.tree_util.Partial(deconvolve_windows, num_iter=num_iter, fft_shape=fft_shape,
+                               chunk_size=rl_batch)
+    if shard:
+        rl = sharded_map(rl)
+    if background is not None:
+        bg = jnp.asarray(background, padded.dtype)
+        rl_raw = rl
+        rl = lambda x, *rest: rl_raw(jnp.maximum(x - bg, 0), *rest) + bg  # noqa: E731
+    per_patch = (lambda idx: (kernels[idx],)) if iters is None else (  # noqa: E731
+        lambda idx: (kernels[idx], iters[idx]))
+
+    def step(i, num):
+        idx = jax.lax.dynamic_slice_in_dim(order, i * cs, cs)
+        o = org[idx]
+        win = gather_windows(padded, o, size)
+        out = rl(win, *per_patch(idx))
+        keep = act[idx] if iters is None else act[idx] & (iters[idx] > 0)  # 0 iterations: as observed
+        delta = jnp.where(keep[:, None, None], out - win, 0)[:, c:c + patch, c:c + patch]
+        if report is not None:
+            jax.debug.callback(report, *report_args, jnp.minimum((i + 1) * cs, n_active), n_active)
+        return add_windows_in_place(num, o, delta * w)
+
+    # montage = sum_i w_i x_i / sum_i w_i with x_i = image where patch i passes through, so
+    # it equals image + sum_active w_i (rl_i - image) / sum_i w_i: the loop visits the active
+    # steps only (a traced trip count) and the weight sum is one scatter outside it.
+    # (in place, and never materialising n copies of w: 1 GB at 8192^2; XLA constant-folds a
+    # scatter of constants here, which took minutes to compile at 2048^2)
+    if valid is None:
+        den = add_windows_in_place(jnp.zeros(shape, padded.dtype), origins, w)
+    else:
+        valid = jnp.asarray(valid, bool)
+        den = jax.lax.fori_loop(0, n, lambda i, a: add_windows_in_place(
+            a, jax.lax.dynamic_slice_in_dim(origins, i, 1), jnp.where(valid[i], w, 0)[None]),
+            jnp.zeros(shape, padded.dtype))
+    num = jax.lax.fori_loop(0, (n_active + cs - 1) // cs, step, jnp.zeros(shape, padded.dtype))
+    return num, den
+
+
 def deconvolve_streaming(image, kernels, active, iters=None, *, background=None, patch=84, stride=42,
                          context=DEFAULT_CONTEXT, weights="triangular", num_iter=15,
                          chunk_size=None, rl_batch=None, pad_mode="constant", fft_shape=None,
@@ -152,50 +222,12 @@ def deconvolve_streaming(image, kernels, active, iters=None, *, background=None,
         (H, W) image, dtype of ``image``.
     """
     origins = patch_grid(image.shape, patch=patch, stride=stride)
-    n, size, c = len(origins), patch + 2 * context, int(context)
-    cs = min(default_stream_chunk() if chunk_size is None else int(chunk_size), n)
-    nch = math.ceil(n / cs)
-    pad = nch * cs - n
-    order = jnp.argsort(~active, stable=True).astype(jnp.int32)  # active patches first
-    order = jnp.concatenate([order, jnp.full((pad,), n, jnp.int32)])  # index n: padding
-    org = jnp.concatenate([jnp.asarray(origins), jnp.zeros((1, 2), jnp.int32)])
-    kernels = jnp.concatenate([kernels, kernels[:1]])
-    if iters is not None:
-        iters = jnp.concatenate([jnp.asarray(iters, jnp.int32), jnp.zeros((1,), jnp.int32)])
-    act = jnp.concatenate([active, jnp.zeros((1,), bool)])
-    padded = jnp.pad(image, c, mode=pad_mode)
-    w = _weights(weights, patch, image.dtype)
-    n_active = jnp.sum(active)
-    rl = jax.tree_util.Partial(deconvolve_windows, num_iter=num_iter, fft_shape=fft_shape,
-                               chunk_size=rl_batch)
-    if shard:
-        rl = sharded_map(rl)
-    if background is not None:
-        bg = jnp.asarray(background, image.dtype)
-        rl_raw = rl
-        rl = lambda x, *rest: rl_raw(jnp.maximum(x - bg, 0), *rest) + bg  # noqa: E731
-    per_patch = (lambda idx: (kernels[idx],)) if iters is None else (  # noqa: E731
-        lambda idx: (kernels[idx], iters[idx]))
-
-    def step(i, num):
-        idx = jax.lax.dynamic_slice_in_dim(order, i * cs, cs)
-        o = org[idx]
-        win = gather_windows(padded, o, size)
-        out = rl(win, *per_patch(idx))
-        keep = act[idx] if iters is None else act[idx] & (iters[idx] > 0)  # 0 iterations: as observed
-        delta = jnp.where(keep[:, None, None], out - win, 0)[:, c:c + patch, c:c + patch]
-        if report is not None:
-            jax.debug.callback(report, *report_args, jnp.minimum((i + 1) * cs, n_active), n_active)
-        return add_windows_in_place(num, o, delta * w)
-
-    # montage = sum_i w_i x_i / sum_i w_i with x_i = image where patch i passes through, so
-    # it equals image + sum_active w_i (rl_i - image) / sum_i w_i: the loop visits the active
-    # steps only (a traced trip count) and the weight sum is one scatter outside it.
-    # (in place, and never materialising n copies of w: 1 GB at 8192^2; XLA constant-folds a
-    # scatter of constants here, which took minutes to compile at 2048^2)
-    den = add_windows_in_place(jnp.zeros(image.shape, image.dtype), origins, w)
-    num = jax.lax.fori_loop(0, (n_active + cs - 1) // cs, step,
-                            jnp.zeros(image.shape, image.dtype))
+    c = int(context)
+    num, den = accumulate_patches(jnp.pad(image, c, mode=pad_mode), origins, kernels, active, iters,
+                                  background=background, patch=patch, context=c, weights=weights,
+                                  num_iter=num_iter, chunk_size=chunk_size, rl_batch=rl_batch,
+                                  fft_shape=fft_shape, shard=shard, report=report,
+                                  report_args=report_args)
     good = den > 0
     return jnp.where(good, image + num / jnp.where(good, den, 1), 0)
 

@@ -1,0 +1,171 @@
+"""What each patch of a restore gets: its PSF, its RL iteration count, or pass-through.
+
+`restore` and the chunked `dask_restore.restore_dask` share this step, so that a chunked
+restore equals the whole-image one: the per-patch defocus (a `DefocusMap` over the whole field,
+or oracle labels) becomes a `RestorePlan` of small per-patch arrays, and `patch_kernels` builds
+the kernels of any subset of patches from it on demand (a chunk builds only its own; at
+16384² all kernels at once would take 1.4 GB).
+
+The image-wide camera offset (`image_background`) is the 0.5th percentile of the pixels; the
+chunked path computes the same order statistics exactly from histograms (`background_from_order_stats`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM, NUM_CLASSES, NUM_LEVELS
+from lbdvd_jax.constants import PATCH_SIZE as PATCH
+from lbdvd_jax.policy import DEFAULT_PSF_DEPTH_UM, continuous_depths, policy_psf_depth
+from lbdvd_jax.psf import psf_stack
+from lbdvd_jax.streaming import iteration_counts
+
+__all__ = ["BACKGROUND_PERCENTILE", "RestorePlan", "background_from_order_stats", "background_ranks",
+           "grid_shape", "image_background", "oracle_labels", "patch_kernels", "plan_restoration"]
+
+BACKGROUND_PERCENTILE = 0.5  #: background='auto': this percentile of the image's pixels
+
+
+class RestorePlan(NamedTuple):
+    """Per-patch decisions of one image's restore (n patches of its `patch_grid`, row-major).
+
+    Attributes:
+        labels: (n,) int32 level 0..10 or 11 = bg (all 0 for 'di').
+        probs: (n, 12) float32 probabilities (one-hot for 'di' and 'oracle').
+        active: (n,) bool: deconvolved (False: the observed pixels pass through).
+        iters: (n,) int32 RL iterations per patch, or None (every patch `max_iter`).
+        max_iter: static loop length.
+        kernel_z_um: (n,) float64 depth of each patch's own PSF ('continuous'), else None.
+        z_um, certainty, psf_z_um: (n,) float32 as in `Restoration` (NaN for bg).
+        surface: the fitted `DepthSurface` ('continuous' with a surface), else None.
+    """
+
+    labels: np.ndarray
+    probs: np.ndarray
+    active: np.ndarray
+    iters: np.ndarray | None
+    max_iter: int
+    kernel_z_um: np.ndarray | None
+    z_um: np.ndarray
+    certainty: np.ndarray
+    psf_z_um: np.ndarray
+    surface: object | None
+
+
+def grid_shape(origins):
+    """(rows, cols) of a row-major `patch_grid`."""
+    rows = len(np.unique(origins[:, 0]))
+    return rows, len(origins) // rows
+
+
+def oracle_labels(levels, shape, origins):
+    """Per-patch labels from a (rows, cols)/(n,) patch map or an (H, W) per-pixel map."""
+    levels = np.asarray(levels)
+    rows, cols = grid_shape(origins)
+    if levels.shape == tuple(shape) and levels.shape != (rows, cols):
+        cy = np.minimum(origins[:, 0] + PATCH // 2, shape[0] - 1)
+        cx = np.minimum(origins[:, 1] + PATCH // 2, shape[1] - 1)
+        levels = levels[cy, cx]
+    levels = levels.reshape(-1)
+    if levels.shape != (len(origins),):
+        raise ValueError(f"levels: got shape {np.shape(levels)}, expected the patch grid "
+                         f"({rows}, {cols}), ({len(origins)},) or the image shape {tuple(shape)}; "
+                         "pass one label per patch of patch_grid(image.shape, stride=stride)")
+    if not np.all(np.isin(levels, np.arange(NUM_CLASSES))):
+        raise ValueError(f"levels: labels must be integers 0..10 or 11 (bg), got values "
+                         f"{sorted(set(np.unique(levels).tolist()) - set(range(12)))[:5]}")
+    return levels.astype(np.int32)
+
+
+def plan_restoration(shape, origins, *, mode, num_iter, num_psfs, dmap=None, levels=None,
+                     defocus="levels", surface_degree="auto", psf_depth_um=None) -> RestorePlan:
+    """The `RestorePlan` of one image.
+
+    Args:
+        shape: (H, W) of the image; origins: its `patch_grid`.
+        mode: 'dv', 'soft', 'oracle' or 'di' (as `restore`).
+        num_iter: int or one count per level (validated by `iteration_counts`).
+        num_psfs: number of level PSFs (11).
+        dmap: 'dv'/'soft': the image's `DefocusMap`.
+        levels: 'oracle': per-patch labels or a per-pixel map (`oracle_labels`).
+        defocus, surface_degree, psf_depth_um: as `restore`.
+    """
+    n = len(origins)
+    kernel_z = surface = None
+    if mode in ("dv", "soft"):
+        labels, probs = np.asarray(dmap.labels, np.int32), np.asarray(dmap.probs, np.float32)
+        if defocus == "continuous":
+            z_cont, surface = continuous_depths(dmap, origins, shape, surface_degree)
+            kernel_z = policy_psf_depth(z_cont, psf_depth_um)
+    elif mode == "oracle":
+        labels = oracle_labels(levels, shape, origins)
+        probs = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    else:  # 'di': the in-focus PSF everywhere, no classifier
+        labels = np.zeros((n,), np.int32)
+        probs = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    if mode == "soft":
+        active = labels != BG_LABEL
+    elif mode == "di":
+        active = np.ones((n,), bool)
+    else:
+        active = (labels != BG_LABEL) & (labels != 0)
+    if np.ndim(num_iter) == 0:  # one count for all: no per-patch stop
+        max_iter, iters = int(num_iter), None
+    elif kernel_z is not None:  # the table at each patch's nearest level
+        nearest = np.clip(np.rint(np.nan_to_num(z_cont) / LEVEL_STEP_UM), 0, NUM_LEVELS - 1)
+        max_iter, iters = iteration_counts(num_iter, jnp.asarray(nearest, jnp.int32), NUM_LEVELS)
+    else:  # per-level counts, indexed by the level whose PSF each patch gets
+        max_iter, iters = iteration_counts(num_iter, np.where(labels == BG_LABEL, 0, labels), num_psfs)
+    from lbdvd_jax.estimator import defocus_from_probs
+
+    z, _, cert = defocus_from_probs(probs)
+    bg = labels == BG_LABEL
+    z = np.where(bg, np.nan, z_cont if kernel_z is not None else z).astype(np.float32)
+    if kernel_z is not None:
+        psf_z = np.where(bg, np.nan, kernel_z)
+    elif mode == "di":
+        psf_z = np.zeros(n)
+    else:
+        depth = np.asarray(DEFAULT_PSF_DEPTH_UM if psf_depth_um is None else psf_depth_um)
+        psf_z = np.where(bg, np.nan, depth[np.clip(labels, 0, NUM_LEVELS - 1)])
+    return RestorePlan(labels, probs, np.asarray(active, bool),
+                       None if iters is None else np.asarray(iters, np.int32), int(max_iter),
+                       kernel_z, z, np.asarray(cert, np.float32), np.asarray(psf_z, np.float32),
+                       surface)
+
+
+def patch_kernels(plan: RestorePlan, idx, *, mode, psfs, optics, psf_size, dtype):
+    """(len(idx), k, k) kernels of the patches `idx` of `plan` (the level table `psfs`)."""
+    idx = np.asarray(idx)
+    psfs = jnp.asarray(psfs, dtype)
+    if mode == "soft":
+        p = jnp.asarray(plan.probs[idx, :psfs.shape[0]], dtype)
+        p = p / jnp.maximum(jnp.sum(p, axis=1, keepdims=True), jnp.finfo(dtype).tiny)
+        return jnp.einsum("nl,lij->nij", p, psfs)
+    if mode == "di":
+        return jnp.broadcast_to(psfs[0], (len(idx),) + psfs.shape[1:])
+    if plan.kernel_z_um is not None:  # the PSF of each patch's own depth, through the policy
+        return psf_stack(optics, jnp.asarray(plan.kernel_z_um[idx], dtype=float), size=psf_size).astype(dtype)
+    return psfs[jnp.clip(jnp.asarray(plan.labels[idx]), 0, psfs.shape[0] - 1)]
+
+
+def background_ranks(count):
+    """The two order statistics (0-based ranks) and the weight NumPy's linear percentile
+    `BACKGROUND_PERCENTILE` interpolates between, for `count` pixels."""
+    pos = BACKGROUND_PERCENTILE / 100.0 * (count - 1)
+    lo = int(np.floor(pos))
+    return lo, min(lo + 1, count - 1), pos - lo
+
+
+def background_from_order_stats(lo_value, hi_value, frac):
+    """NumPy's `percentile` (linear) from its two order statistics (float32 pixels)."""
+    return float(np.percentile(np.asarray([lo_value, hi_value], np.float32), 100.0 * frac))
+
+
+def image_background(image):
+    """background='auto': the `BACKGROUND_PERCENTILE` of the pixels (host NumPy: its selection
+    is far cheaper than XLA's CPU sort of the whole image)."""
+    return float(np.percentile(np.asarray(image), BACKGROUND_PERCENTILE))
