@@ -22,8 +22,8 @@ import numpy as np
 
 from lbdvd_jax.constants import BG_LABEL, NUM_LEVELS, PATCH_SIZE
 
-__all__ = ["DefocusMap", "EstimatorDomainWarning", "domain_report", "pool_neighbours",
-           "predict_defocus"]
+__all__ = ["DefocusMap", "EstimatorDomainWarning", "ImageStats", "defocus_map", "domain_report", "image_stats",
+           "patch_probabilities", "pool_neighbours", "predict_defocus"]
 
 
 class EstimatorDomainWarning(UserWarning):
@@ -93,22 +93,44 @@ def pool_neighbours(probs, *, sigma: float = 1.0, radius: int = 1):
     return np.concatenate([pooled, bg[..., None]], axis=-1).astype(np.float32)
 
 
-def domain_report(image, probs, labels):
-    """Reasons why an image may lie outside the estimator's training domain (list of str)."""
+class ImageStats(NamedTuple):
+    """What `domain_report` reads of an image: cheap to compute over a chunked one too."""
+
+    top: float  #: maximum pixel value
+    bottom: float  #: minimum pixel value
+    at_top: float  #: share of pixels at the maximum
+    centre: np.ndarray  #: the (84, 84) patch at the image centre
+
+
+def image_stats(image) -> ImageStats:
+    """`ImageStats` of an in-memory (H, W) image."""
+    img = np.asarray(image, np.float32)
+    top = float(img.max())
+    h, w = img.shape
+    cy, cx = (h - PATCH_SIZE) // 2, (w - PATCH_SIZE) // 2
+    return ImageStats(top, float(img.min()), float(np.mean(img >= top)),
+                      img[cy:cy + PATCH_SIZE, cx:cx + PATCH_SIZE])
+
+
+def domain_report(stats, probs, labels):
+    """Reasons why an image may lie outside the estimator's training domain (list of str).
+
+    Args:
+        stats: `ImageStats` (or an (H, W) image, from which they are taken).
+        probs, labels: the image's per-patch probabilities and labels.
+    """
     from lbdvd_jax.spectral import noise_sigma
 
-    img = np.asarray(image, np.float32)
+    if not isinstance(stats, ImageStats):
+        stats = image_stats(stats)
     reasons = []
-    top = float(img.max())
-    at_top = float(np.mean(img >= top))
-    if top > float(img.min()) and at_top >= 1e-3 and top in (255.0, 4095.0, 65535.0, 1.0):
+    top, at_top = stats.top, stats.at_top
+    if top > stats.bottom and at_top >= 1e-3 and top in (255.0, 4095.0, 65535.0, 1.0):
         reasons.append(f"{at_top:.1%} of the pixels sit at the maximum {top:g} (saturated): "
                        "defocus near them is judged as if unclipped")
     fg = labels != BG_LABEL
     if fg.any():
-        h, w = img.shape
-        cy, cx = (h - PATCH_SIZE) // 2, (w - PATCH_SIZE) // 2
-        centre = img[cy:cy + PATCH_SIZE, cx:cx + PATCH_SIZE]
+        centre = np.asarray(stats.centre, np.float32)
         sigma = float(noise_sigma(centre))
         if centre.std() > 0 and sigma <= 1e-4 * centre.std():
             reasons.append("no camera noise detected: the noise floor was assumed at the image's "
@@ -137,6 +159,50 @@ def _probabilities(model, windows, batch_size):
     return probs
 
 
+def patch_probabilities(image, origins, *, model, batch_size: int = 256):
+    """(n, 12) own (unpooled) probabilities of the 84-px patches of `image` at `origins`."""
+    from lbdvd_jax.patches import gather_windows
+
+    img = np.asarray(image, np.float32)
+    probs = np.empty((len(origins), NUM_LEVELS + 1), np.float32)
+    for s in range(0, len(origins), batch_size * 4):
+        part = origins[s:s + batch_size * 4]
+        windows = np.asarray(gather_windows(img, part, PATCH_SIZE))
+        probs[s:s + len(part)] = _probabilities(model, windows, batch_size)
+    return probs
+
+
+def defocus_map(probs, origins, *, pool: bool = True, stats: ImageStats | None = None,
+                warn: bool = True) -> DefocusMap:
+    """`DefocusMap` of a whole grid's own probabilities (pooled unless `pool` is False).
+
+    Args:
+        probs: (n, 12) `patch_probabilities` of every patch of the image's `patch_grid`.
+        origins: (n, 2) that grid.
+        pool: pool level evidence between neighbouring patches (module docstring).
+        stats: the image's `ImageStats`, for the domain warning (None: no warning).
+        warn: emit one `EstimatorDomainWarning` when the image looks unlike the training data.
+    """
+    rows = len(np.unique(origins[:, 0]))
+    cols = len(origins) // rows
+    probs = np.asarray(probs, np.float32)
+    own = probs.argmax(-1)
+    if pool:
+        probs = pool_neighbours(probs.reshape(rows, cols, -1)).reshape(len(origins), -1)
+    labels = probs.argmax(-1).astype(np.int32)
+    labels[own == BG_LABEL] = BG_LABEL
+    from lbdvd_jax.estimator import defocus_from_probs
+
+    z, spread, cert = defocus_from_probs(probs)
+    z = np.where(labels == BG_LABEL, np.nan, z).astype(np.float32)
+    if warn and stats is not None:
+        reasons = domain_report(stats, probs, labels)
+        if reasons:
+            warnings.warn("defocus estimator: " + "; ".join(reasons), EstimatorDomainWarning,
+                          stacklevel=3)
+    return DefocusMap(labels, probs, origins, z, spread.astype(np.float32), cert.astype(np.float32))
+
+
 def predict_defocus(image, *, model, stride: int = 42, pool: bool = True, batch_size: int = 256,
                     warn: bool = True) -> DefocusMap:
     """Defocus of every patch of `patch_grid(image.shape, stride=stride)`.
@@ -153,29 +219,9 @@ def predict_defocus(image, *, model, stride: int = 42, pool: bool = True, batch_
     Returns:
         `DefocusMap`.
     """
-    from lbdvd_jax.patches import gather_windows, patch_grid
+    from lbdvd_jax.patches import patch_grid
 
     img = np.asarray(image, np.float32)
     origins = patch_grid(img.shape, patch=PATCH_SIZE, stride=stride)
-    rows = len(np.unique(origins[:, 0]))
-    cols = len(origins) // rows
-    probs = np.empty((len(origins), NUM_LEVELS + 1), np.float32)
-    for s in range(0, len(origins), batch_size * 4):
-        part = origins[s:s + batch_size * 4]
-        windows = np.asarray(gather_windows(img, part, PATCH_SIZE))
-        probs[s:s + len(part)] = _probabilities(model, windows, batch_size)
-    own = probs.argmax(-1)
-    if pool:
-        probs = pool_neighbours(probs.reshape(rows, cols, -1)).reshape(len(origins), -1)
-    labels = probs.argmax(-1).astype(np.int32)
-    labels[own == BG_LABEL] = BG_LABEL
-    from lbdvd_jax.estimator import defocus_from_probs
-
-    z, spread, cert = defocus_from_probs(probs)
-    z = np.where(labels == BG_LABEL, np.nan, z).astype(np.float32)
-    if warn:
-        reasons = domain_report(img, probs, labels)
-        if reasons:
-            warnings.warn("defocus estimator: " + "; ".join(reasons), EstimatorDomainWarning,
-                          stacklevel=2)
-    return DefocusMap(labels, probs, origins, z, spread.astype(np.float32), cert.astype(np.float32))
+    probs = patch_probabilities(img, origins, model=model, batch_size=batch_size)
+    return defocus_map(probs, origins, pool=pool, stats=image_stats(img) if warn else None, warn=warn)

@@ -113,16 +113,9 @@ def _deconvolve_core(image, kernels, active, background, iters=None, token=0, *,
                                 report_args=(jnp.asarray(token, jnp.int32),))
 
 
-def _check(image, model, mode, levels, weights, stride):
+def _check(image, mode):
     if mode not in MODES:
         raise ValueError(f"mode: got {mode!r}, expected one of {MODES}")
-    if mode in ("dv", "soft") and model is None:
-        raise ValueError(f"model: mode {mode!r} needs a defocus estimator; pass model=load_delpnet()")
-    if mode == "oracle" and levels is None:
-        raise ValueError("levels: mode 'oracle' needs a level map; pass levels=(rows, cols) "
-                         "labels or an (H, W) per-pixel map")
-    if isinstance(weights, str) and weights not in ("triangular", "rectangular"):
-        raise ValueError(f"weights: got {weights!r}, expected 'triangular' or 'rectangular'")
     image = jnp.asarray(image)
     if not jnp.issubdtype(image.dtype, jnp.floating):
         image = image.astype(jnp.float32)
@@ -135,6 +128,38 @@ def _check(image, model, mode, levels, weights, stride):
         raise ValueError(f"image: has negative values (min {float(jnp.min(image))}); RL needs "
                          "non-negative counts: clip at 0 or subtract less background")
     return image
+
+
+def _check_options(*, model, mode, levels, weights, stride, shape, optics, psf_depth_um, psf_size,
+                   num_iter, defocus):
+    """Validate `restore`'s options (shared with `restore_dask`); returns the level PSF table."""
+    if mode not in MODES:
+        raise ValueError(f"mode: got {mode!r}, expected one of {MODES}")
+    if mode in ("dv", "soft") and model is None:
+        raise ValueError(f"model: mode {mode!r} needs a defocus estimator; pass model=load_delpnet()")
+    if mode == "oracle" and levels is None:
+        raise ValueError("levels: mode 'oracle' needs a level map; pass levels=(rows, cols) "
+                         "labels or an (H, W) per-pixel map")
+    if not isinstance(weights, str):
+        raise TypeError("weights: pass 'triangular' or 'rectangular' (array weights are "
+                        "supported by patches.montage, not by restore)")
+    if weights not in ("triangular", "rectangular"):
+        raise ValueError(f"weights: got {weights!r}, expected 'triangular' or 'rectangular'")
+    if defocus not in ("levels", "continuous"):
+        raise ValueError(f"defocus: got {defocus!r}, expected 'levels' or 'continuous'")
+    if defocus == "continuous" and mode != "dv":
+        raise ValueError(f"defocus: 'continuous' works with mode='dv', got mode={mode!r}")
+    patch_grid(tuple(shape), patch=PATCH, stride=stride)  # image size and stride
+    if psf_depth_um is not None:
+        depth = np.asarray(psf_depth_um, np.float64)
+        if depth.shape != (NUM_LEVELS,) or not np.all(np.isfinite(depth)) or depth.min() < 0:
+            raise ValueError(f"psf_depth_um: got {psf_depth_um!r}, expected {NUM_LEVELS} finite depths "
+                             ">= 0 in µm, one per level (e.g. DEFAULT_PSF_DEPTH_UM)")
+        psfs = psf_stack(optics, jnp.asarray(depth, dtype=float), size=psf_size)
+    else:
+        psfs = psf_stack(optics, size=psf_size)
+    iteration_counts(num_iter, jnp.zeros((1,), jnp.int32), psfs.shape[0])  # validate early
+    return psfs
 
 
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,
@@ -259,18 +284,12 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
     context = DEFAULT_CONTEXT if context is None else int(context)
     if num_iter is None:
         num_iter = 15 if mode == "di" else DEFAULT_ITERATIONS
-    image = _check(image, model, mode, levels, weights, stride)
+    image = _check(image, mode)
     if psf_depth_um is None:
         psf_depth_um = DEFAULT_PSF_DEPTH_UM if mode != "di" else None
-    if psf_depth_um is not None:
-        depth = np.asarray(psf_depth_um, np.float64)
-        if depth.shape != (NUM_LEVELS,) or not np.all(np.isfinite(depth)) or depth.min() < 0:
-            raise ValueError(f"psf_depth_um: got {psf_depth_um!r}, expected {NUM_LEVELS} finite depths "
-                             ">= 0 in µm, one per level (e.g. DEFAULT_PSF_DEPTH_UM)")
-        psfs = psf_stack(optics, jnp.asarray(depth, dtype=float), size=psf_size)
-    else:
-        psfs = psf_stack(optics, size=psf_size)
-    iteration_counts(num_iter, jnp.zeros((1,), jnp.int32), psfs.shape[0])  # validate early
+    psfs = _check_options(model=model, mode=mode, levels=levels, weights=weights, stride=stride,
+                          shape=image.shape[-2:], optics=optics, psf_depth_um=psf_depth_um,
+                          psf_size=psf_size, num_iter=num_iter, defocus=defocus)
     opts = dict(model=model, psfs=psfs, mode=mode, stride=int(stride), context=context,
                 weights=weights, num_iter=num_iter if np.ndim(num_iter) else int(num_iter),
                 chunk_size=None if chunk_size is None else int(chunk_size), pad_mode=pad_mode,
@@ -278,13 +297,6 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
                 background=background, progress=progress, pool=bool(pool),
                 timings=_timings, defocus=defocus, surface_degree=surface_degree, optics=optics,
                 psf_depth_um=psf_depth_um, psf_size=psf_size)
-    if defocus not in ("levels", "continuous"):
-        raise ValueError(f"defocus: got {defocus!r}, expected 'levels' or 'continuous'")
-    if defocus == "continuous" and mode != "dv":
-        raise ValueError(f"defocus: 'continuous' works with mode='dv', got mode={mode!r}")
-    if not isinstance(weights, str):
-        raise TypeError("weights: pass 'triangular' or 'rectangular' (array weights are "
-                        "supported by patches.montage, not by restore)")
     if image.ndim == 2:
         return Restoration(*_restore_one(image, levels=levels, **opts))
     per_image = levels is not None and np.ndim(levels) == 3

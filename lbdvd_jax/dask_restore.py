@@ -1,0 +1,392 @@
+"""`restore` of images larger than memory, on dask: chunk by chunk, equal to the whole-image one.
+
+Two passes over a 2-D (H, W) or (B, H, W) dask array (lazy OME-Zarr, a lazy TIFF, anything):
+
+1. *Plan* (eager, `dask.compute`): every block classifies the patches whose corner lies in it
+   (reading 84 px more on its bottom/right), and reports its pixel histogram, minimum and
+   maximum. On the client, the small (rows, cols, 12) probability map is pooled and turned into
+   the image's `RestorePlan` by the very function `restore` uses (neighbour pooling, depth
+   surface, iteration policy), and the 0.5th-percentile background is taken exactly from the
+   merged histograms (two histogram passes over float data; one over 8/16-bit integers).
+2. *Deconvolve* (lazy, returned as a dask array): every output block gathers the patches that
+   cover it, reads its pixels with `patch + context` px of neighbours (the image border padded
+   exactly as `restore` pads it) and runs the streaming engine's sums over that region
+   (`streaming.accumulate_patches`). Each block's patch list is padded to one length and its
+   region to one shape, so a worker compiles once; the model, the PSFs and the plan are one
+   graph node that each worker receives once.
+
+The result equals `restore` of the whole image: the same level map, and the image to float32
+rounding (the montage sums add the same terms in another order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lbdvd_jax.constants import NUM_LEVELS, PATCH_SIZE
+from lbdvd_jax.defocus_map import ImageStats, defocus_map, patch_probabilities
+from lbdvd_jax.optics import Optics
+from lbdvd_jax.patches import DEFAULT_CONTEXT, patch_grid
+from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM
+from lbdvd_jax.restore_plan import (
+    RestorePlan,
+    background_from_order_stats,
+    background_ranks,
+    grid_shape,
+    patch_kernels,
+    plan_restoration,
+)
+from lbdvd_jax.streaming import accumulate_patches
+
+__all__ = ["DaskRestoration", "block_slices", "restore_dask"]
+
+MIN_BLOCK = 1024  #: blocks smaller than this (px per axis) are merged from whole chunks
+
+
+class DaskRestoration(NamedTuple):
+    """Result of `restore_dask` (the per-patch maps are small NumPy arrays, as in `Restoration`).
+
+    Attributes:
+        image: float32 dask array of the input's shape (lazy: compute or store it).
+        levels, probs, z_um, certainty, psf_z_um: as `Restoration`, (rows, cols[, 12]) or (B, ...).
+        origins: (n, 2) patch corners of the grid.
+        depth_map: float32 dask array (H, W) / (B, H, W) of the fitted depth surface
+            (defocus='continuous' with a surface), else None.
+        background: the camera offset used per plane (counts).
+    """
+
+    image: object
+    levels: np.ndarray
+    probs: np.ndarray
+    origins: np.ndarray
+    z_um: np.ndarray
+    certainty: np.ndarray
+    psf_z_um: np.ndarray
+    depth_map: object | None
+    background: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """What every block task needs: shipped to each worker once (one graph node)."""
+
+    model: object
+    psfs: np.ndarray
+    optics: Optics
+    mode: str
+    stride: int
+    context: int
+    weights: str
+    chunk_size: int | None
+    pad_mode: str
+    psf_size: int
+    image_shape: tuple
+    block: tuple
+    slots: int
+
+
+def block_slices(length, chunks):
+    """[(start, stop)] of consecutive chunks along one axis."""
+    edges = np.concatenate([[0], np.cumsum(chunks)]).astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def _merge_chunks(chunks, minimum):
+    """Merge consecutive chunks until each block is >= `minimum` px (blocks stay unions of whole
+    chunks, so that writing a block never touches another block's chunk)."""
+    out, acc = [], 0
+    for c in chunks:
+        acc += c
+        if acc >= minimum:
+            out.append(acc)
+            acc = 0
+    if acc:
+        if out:
+            out[-1] += acc
+        else:
+            out.append(acc)
+    return tuple(out)
+
+
+def _covering(starts, patch, lo, hi):
+    """Indices of grid starts whose patch [s, s + patch) meets [lo, hi)."""
+    return np.flatnonzero((starts + patch > lo) & (starts < hi))
+
+
+# ----------------------------------------------------------------------------- pass 1
+
+
+def _classify_block(slab, origins_local, model, batch_size):
+    return patch_probabilities(slab, origins_local, model=model, batch_size=batch_size)
+
+
+def _block_summary(block, integer):
+    """(histogram, min, max, count at max) of one block's pixels."""
+    a = np.asarray(block)
+    top = float(a.max())
+    if integer:
+        hist = np.bincount(a.ravel().astype(np.int64), minlength=65536)
+    else:
+        bits = np.asarray(a, np.float32).ravel().view(np.uint32) >> 16
+        hist = np.bincount(bits, minlength=65536)
+    return hist, float(a.min()), top, int(np.count_nonzero(a == top))
+
+
+def _low_bits_hist(block, high):
+    bits = np.asarray(block, np.float32).ravel().view(np.uint32)
+    sel = bits[(bits >> 16) == high] & 0xFFFF
+    return np.bincount(sel, minlength=65536)
+
+
+def _rank_value(hist, rank):
+    return int(np.searchsorted(np.cumsum(hist), rank, side="right"))
+
+
+def _background(plane, summaries, integer, scheduler):
+    """Exact `restore_plan.image_background` of a dask plane from block histograms."""
+    import dask
+
+    hist = sum(s[0] for s in summaries)
+    count = int(hist.sum())
+    lo, hi, frac = background_ranks(count)
+    if integer:
+        return background_from_order_stats(_rank_value(hist, lo), _rank_value(hist, hi), frac)
+    highs = sorted({_rank_value(hist, lo), _rank_value(hist, hi)})
+    below = {h: int(hist[:h].sum()) for h in highs}
+    blocks = plane.to_delayed().ravel()
+    lows = dask.compute({h: [dask.delayed(_low_bits_hist)(b, h) for b in blocks] for h in highs},
+                        scheduler=scheduler)[0]
+    values = []
+    for rank in (lo, hi):
+        h = _rank_value(hist, rank)
+        low = _rank_value(sum(lows[h]), rank - below[h])
+        values.append(np.uint32((h << 16) | low).view(np.float32))
+    return background_from_order_stats(values[0], values[1], frac)
+
+
+def _plan_plane(plane, *, model, origins, stride, pool, mode, num_iter, num_psfs, levels, defocus,
+                surface_degree, psf_depth_um, background, scheduler, batch_size):
+    import dask
+
+    h, w = plane.shape
+    rows_s = np.unique(origins[:, 0])
+    cols_s = np.unique(origins[:, 1])
+    ncols = len(cols_s)
+    integer = np.issubdtype(plane.dtype, np.integer) and plane.dtype.itemsize <= 2
+    tasks, index = [], []
+    rchunks, cchunks = plane.chunks
+    for r0, r1 in block_slices(h, rchunks):
+        for c0, c1 in block_slices(w, cchunks):
+            ri = np.flatnonzero((rows_s >= r0) & (rows_s < r1))
+            ci = np.flatnonzero((cols_s >= c0) & (cols_s < c1))
+            summary = dask.delayed(_block_summary)(plane[r0:r1, c0:c1], integer)
+            probs = None
+            if mode in ("dv", "soft") and len(ri) and len(ci):
+                sr0, sc0 = int(rows_s[ri[0]]), int(cols_s[ci[0]])
+                sr1, sc1 = int(rows_s[ri[-1]]) + PATCH_SIZE, int(cols_s[ci[-1]]) + PATCH_SIZE
+                local = np.array([(rows_s[i] - sr0, cols_s[j] - sc0) for i in ri for j in ci], np.int32)
+                probs = dask.delayed(_classify_block)(plane[sr0:sr1, sc0:sc1], local, model, batch_size)
+                index.append((ri, ci))
+            tasks.append((summary, probs))
+    results = dask.compute(tasks, scheduler=scheduler)[0]
+    summaries = [s for s, _ in results]
+    top = max(s[2] for s in summaries)
+    at_top = sum(s[3] for s in summaries if s[2] == top) / float(h * w)
+    dmap = None
+    if mode in ("dv", "soft"):
+        probs = np.empty((len(origins), NUM_LEVELS + 1), np.float32)
+        for (ri, ci), (_, p) in zip(index, [r for r in results if r[1] is not None]):
+            probs[(ri[:, None] * ncols + ci[None, :]).ravel()] = p
+        cy, cx = (h - PATCH_SIZE) // 2, (w - PATCH_SIZE) // 2
+        centre = np.asarray(plane[cy:cy + PATCH_SIZE, cx:cx + PATCH_SIZE].compute(scheduler="sync"))
+        stats = ImageStats(top, min(s[1] for s in summaries), at_top, centre)
+        dmap = defocus_map(probs, origins, pool=pool, stats=stats)
+    plan = plan_restoration((h, w), origins, mode=mode, num_iter=num_iter, num_psfs=num_psfs, dmap=dmap,
+                            levels=levels, defocus=defocus, surface_degree=surface_degree,
+                            psf_depth_um=psf_depth_um)
+    if isinstance(background, str):
+        background = _background(plane, summaries, integer, scheduler)
+    return plan, float(background)
+
+
+# ----------------------------------------------------------------------------- pass 2
+
+
+@functools.partial(jax.jit, static_argnames=("context", "weights", "num_iter", "chunk_size"))
+def _block_core(padded, origins, valid, kernels, active, iters, background, *, context, weights,
+                num_iter, chunk_size):
+    num, den = accumulate_patches(padded, origins, kernels, active, iters, valid=valid,
+                                  background=background, patch=PATCH_SIZE, context=context,
+                                  weights=weights, num_iter=num_iter, chunk_size=chunk_size)
+    c = context
+    region = padded[c:padded.shape[0] - c, c:padded.shape[1] - c]
+    good = den > 0
+    return jnp.where(good, region + num / jnp.where(good, den, 1), 0)
+
+
+def _halo(setup):
+    return PATCH_SIZE + setup.context
+
+
+def _restore_block(slab, setup: _Setup, plan: RestorePlan, background, origins, r0, r1, c0, c1, s0, t0):
+    """One output block [r0, r1) x [c0, c1) from `slab` = image[s0:, t0:] (the block + halo)."""
+    h, w = setup.image_shape
+    c = setup.context
+    rows_s, cols_s = np.unique(origins[:, 0]), np.unique(origins[:, 1])
+    ri = _covering(rows_s, PATCH_SIZE, r0, r1)
+    ci = _covering(cols_s, PATCH_SIZE, c0, c1)
+    idx = (ri[:, None] * len(cols_s) + ci[None, :]).ravel()
+    slab = np.asarray(slab, np.float32)
+    sh, sw = slab.shape
+    pads = []
+    for start, size, length in ((s0, sh, h), (t0, sw, w)):
+        lo = c if start == 0 else 0
+        hi = c if start + size == length else 0
+        pads.append((lo, hi))
+    region = np.pad(slab, pads, mode=setup.pad_mode)
+    # interior sides: `c` px never read; then one shape for every block
+    full_h, full_w = setup.block[0] + 2 * _halo(setup) + 2 * c, setup.block[1] + 2 * _halo(setup) + 2 * c
+    top = c - pads[0][0]
+    left = c - pads[1][0]
+    padded = np.zeros((max(full_h, region.shape[0] + top), max(full_w, region.shape[1] + left)), np.float32)
+    padded[top:top + region.shape[0], left:left + region.shape[1]] = region
+    n = len(idx)
+    slots = max(setup.slots, n)
+    org = np.zeros((slots, 2), np.int32)
+    org[:n] = origins[idx] - np.array([s0, t0])
+    valid = np.zeros(slots, bool)
+    valid[:n] = True
+    active = np.zeros(slots, bool)
+    active[:n] = plan.active[idx]
+    kern = patch_kernels(plan, idx, mode=setup.mode, psfs=setup.psfs, optics=setup.optics,
+                         psf_size=setup.psf_size, dtype=jnp.float32)
+    kernels = jnp.concatenate([kern, jnp.broadcast_to(kern[:1], (slots - n,) + kern.shape[1:])])
+    iters = None
+    if plan.iters is not None:
+        iters = np.zeros(slots, np.int32)
+        iters[:n] = plan.iters[idx]
+    out = _block_core(jnp.asarray(padded), jnp.asarray(org), jnp.asarray(valid), kernels,
+                      jnp.asarray(active), None if iters is None else jnp.asarray(iters),
+                      jnp.asarray(background, jnp.float32), context=c, weights=setup.weights,
+                      num_iter=plan.max_iter, chunk_size=setup.chunk_size)
+    # region coordinates: row 0 of `out` is image row s0
+    return np.asarray(out)[r0 - s0:r1 - s0, c0 - t0:c1 - t0]
+
+
+def _depth_block(surface, shape, r0, r1, c0, c1):
+    from lbdvd_jax.depth_surface import _design
+
+    h, w = shape
+    sy, sx = max(h - 1, 1) / 2.0, max(w - 1, 1) / 2.0
+    degree = int(round((math.sqrt(8 * len(surface.coeffs) + 1) - 3) / 2))
+    yy, xx = np.mgrid[r0:r1, c0:c1]
+    return (_design((yy - sy) / sy, (xx - sx) / sx, degree) @ surface.coeffs).astype(np.float32)
+
+
+def _max_slots(origins, shape, rblocks, cblocks):
+    rows_s, cols_s = np.unique(origins[:, 0]), np.unique(origins[:, 1])
+    nr = max(len(_covering(rows_s, PATCH_SIZE, a, b)) for a, b in rblocks)
+    nc = max(len(_covering(cols_s, PATCH_SIZE, a, b)) for a, b in cblocks)
+    return nr * nc
+
+
+def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels=None, stride: int = 42,
+                 weights: str = "triangular", context: int | None = None, num_iter=None,
+                 chunk_size: int | None = None, psf_size: int = 49, pad_mode: str = "reflect",
+                 background="auto", pool: bool = True, psf_depth_um=None, defocus: str = "levels",
+                 surface_degree="auto", scheduler=None, block: int = MIN_BLOCK,
+                 batch_size: int = 256) -> DaskRestoration:
+    """`restore` of a dask array, chunk by chunk (module docstring); equal to the in-memory result.
+
+    Args:
+        array: (H, W) or (B, H, W) dask array (or anything `dask.array.asarray` takes), any
+            chunking: blocks are whole chunks merged up to >= `block` px per axis.
+        model, optics, mode, levels, stride, weights, context, num_iter, chunk_size, psf_size,
+            pad_mode, background, pool, psf_depth_um, defocus, surface_degree: as `restore`.
+        scheduler: dask scheduler for the planning pass (None: dask's default, or the active
+            `distributed.Client`); the returned arrays are lazy and run where they are computed.
+        block: minimum block side in px (memory per task ~ 10 float32 copies of a block + halo).
+        batch_size: patches per classifier call.
+
+    Returns:
+        `DaskRestoration`: the planning pass has run (level maps are NumPy), the image is lazy.
+    """
+    import dask
+    import dask.array as da
+
+    from lbdvd_jax.pipeline import _check_options
+
+    arr = da.asarray(array)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"array: expected (H, W) or (B, H, W), got shape {arr.shape}; select one "
+                         "channel / time point first")
+    if arr.dtype.kind not in "uif":
+        raise ValueError(f"array: dtype {arr.dtype} is not numeric; pass counts (uint8/uint16/float)")
+    planes = arr if arr.ndim == 3 else arr[None]
+    h, w = planes.shape[-2:]
+    context = DEFAULT_CONTEXT if context is None else int(context)
+    if num_iter is None:
+        num_iter = 15 if mode == "di" else DEFAULT_ITERATIONS
+    if psf_depth_um is None and mode != "di":
+        psf_depth_um = DEFAULT_PSF_DEPTH_UM
+    psfs = _check_options(model=model, mode=mode, levels=levels, weights=weights, stride=stride,
+                          shape=(h, w), optics=optics, psf_depth_um=psf_depth_um, psf_size=psf_size,
+                          num_iter=num_iter, defocus=defocus)
+    origins = patch_grid((h, w), patch=PATCH_SIZE, stride=stride)
+    rblocks = block_slices(h, _merge_chunks(planes.chunks[1], block))
+    cblocks = block_slices(w, _merge_chunks(planes.chunks[2], block))
+    planes = planes.rechunk((1, tuple(b - a for a, b in rblocks), tuple(b - a for a, b in cblocks)))
+    per_image_levels = levels is not None and np.ndim(levels) == 3
+    plans, backgrounds = [], []
+    for b in range(planes.shape[0]):
+        plan, bg = _plan_plane(planes[b], model=model, origins=origins, stride=stride, pool=pool, mode=mode,
+                               num_iter=num_iter, num_psfs=psfs.shape[0],
+                               levels=np.asarray(levels)[b] if per_image_levels else levels,
+                               defocus=defocus, surface_degree=surface_degree, psf_depth_um=psf_depth_um,
+                               background=background, scheduler=scheduler, batch_size=batch_size)
+        plans.append(plan)
+        backgrounds.append(bg)
+    bh = max(b - a for a, b in rblocks)
+    bw = max(b - a for a, b in cblocks)
+    setup = _Setup(model, np.asarray(psfs), optics, mode, int(stride), context, weights, chunk_size, pad_mode,
+                   psf_size, (h, w), (bh, bw), _max_slots(origins, (h, w), rblocks, cblocks))
+    setup_node = dask.delayed(setup, pure=False, traverse=False)
+    halo = _halo(setup)
+    out_planes, depth_planes = [], []
+    for b, (plan, bg) in enumerate(zip(plans, backgrounds)):
+        plan_node = dask.delayed(plan, pure=False, traverse=False)
+        rows_out, depth_rows = [], []
+        for r0, r1 in rblocks:
+            row, drow = [], []
+            for c0, c1 in cblocks:
+                s0, s1 = max(0, r0 - halo), min(h, r1 + halo)
+                t0, t1 = max(0, c0 - halo), min(w, c1 + halo)
+                task = dask.delayed(_restore_block, pure=True)(planes[b, s0:s1, t0:t1], setup_node, plan_node,
+                                                               bg, origins, r0, r1, c0, c1, s0, t0)
+                row.append(da.from_delayed(task, (r1 - r0, c1 - c0), np.float32))
+                if plan.surface is not None:
+                    dtask = dask.delayed(_depth_block, pure=True)(plan.surface, (h, w), r0, r1, c0, c1)
+                    drow.append(da.from_delayed(dtask, (r1 - r0, c1 - c0), np.float32))
+            rows_out.append(row)
+            depth_rows.append(drow)
+        out_planes.append(da.block(rows_out))
+        depth_planes.append(da.block(depth_rows) if plans[b].surface is not None else None)
+    rows, cols = grid_shape(origins)
+
+    def stack(key, shape_tail=()):
+        maps = [np.asarray(getattr(p, key)).reshape((rows, cols) + shape_tail) for p in plans]
+        return maps[0] if arr.ndim == 2 else np.stack(maps)
+
+    image = out_planes[0] if arr.ndim == 2 else da.stack(out_planes)
+    depth = None
+    if all(d is not None for d in depth_planes):
+        depth = depth_planes[0] if arr.ndim == 2 else da.stack(depth_planes)
+    return DaskRestoration(image, stack("labels"), stack("probs", (-1,)), origins, stack("z_um"),
+                           stack("certainty"), stack("psf_z_um"), depth, np.asarray(backgrounds))
