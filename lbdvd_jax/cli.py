@@ -88,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--skip-existing", action="store_true",
                    help="skip inputs whose output exists (finish an interrupted batch)")
+    g = p.add_argument_group("big images and clusters (OME-Zarr in or out, dask; README 'Big images')")
+    g.add_argument("--scheduler", choices=("threads", "processes", "distributed"), default=None,
+                   help="run on dask: threads (default for zarr), processes, or distributed (a local "
+                        "cluster of --workers, or --scheduler-address)")
+    g.add_argument("--scheduler-address", default=None, metavar="tcp://HOST:PORT",
+                   help="an existing dask.distributed scheduler (with --scheduler distributed)")
+    g.add_argument("--workers", type=int, default=2, help="local cluster workers (default 2)")
+    g.add_argument("--block", type=int, default=1024,
+                   help="minimum block side in px for chunked restores (whole chunks merged; default 1024)")
+    g.add_argument("--resume", action="store_true",
+                   help="finish an interrupted OME-Zarr output: written blocks are skipped")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the predicted peak memory and time, restore nothing")
     _add_optics(p)
     p.set_defaults(func=cmd_restore)
 

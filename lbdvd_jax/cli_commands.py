@@ -61,6 +61,13 @@ def _optics(args):
     return Optics(**kw)
 
 
+def _is_folder_job(args) -> bool:
+    from lbdvd_jax.ome_zarr_io import is_ome_zarr
+
+    return not is_ome_zarr(args.output) and not any(is_ome_zarr(i) for i in args.inputs) and (
+        len(args.inputs) > 1 or pathlib.Path(args.inputs[0]).is_dir())
+
+
 def cmd_restore(args) -> int:
     from lbdvd_jax import io
     from lbdvd_jax.pipeline import restore
@@ -70,8 +77,20 @@ def cmd_restore(args) -> int:
         raise UsageError("--mode oracle needs --levels LEVELS.tif (a per-patch or per-pixel "
                          "level map, e.g. from `lbdvd predict`)")
     background = "auto" if args.background == "auto" else float(args.background)
+    from lbdvd_jax.cli_scale import cmd_restore_files_distributed, cmd_restore_zarr, wants_scale_out
+
+    if args.workers < 1 or args.block < 84:
+        raise UsageError(f"--workers {args.workers} / --block {args.block}: need >= 1 worker and blocks "
+                         ">= 84 px")
+    if wants_scale_out(args) and not (args.scheduler == "distributed" and _is_folder_job(args)):
+        if args.mode == "oracle":
+            raise UsageError("--mode oracle is not available for chunked (OME-Zarr) restores; use a TIFF")
+        return cmd_restore_zarr(args, lambda: _load_model(args), _optics(args))
     inputs = _collect_inputs(args.inputs)
     outputs = _output_paths(inputs, args.output, "")
+    if args.scheduler == "distributed":
+        _check_outputs([o for o in outputs if args.overwrite or not o.exists()], inputs, args.overwrite)
+        return cmd_restore_files_distributed(args, inputs, outputs, _optics(args))
     if args.skip_existing:
         done = [o.exists() for o in outputs]
         if any(done):

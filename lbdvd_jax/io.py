@@ -173,6 +173,21 @@ def read_tiff(path: str | os.PathLike, *, default_pixel_um: float | None = None)
     return TiffImage(data, pixel_um, source, axes, comp, meta)
 
 
+def read_tiff_metadata(path: str | os.PathLike) -> tuple[float | None, str]:
+    """(pixel size in µm or None, series axes) of a TIFF, without reading its pixels."""
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        axes = tif.series[0].axes
+        pixel_um = None
+        if tif.is_ome and tif.ome_metadata:
+            pixel_um = _ome_pixel_um(tif.ome_metadata)
+        if pixel_um is None and tif.is_imagej:
+            pixel_um = _resolution_pixel_um(page, _unit_um(dict(tif.imagej_metadata or {}).get("unit")))
+        if pixel_um is None and not tif.is_imagej:
+            pixel_um = _resolution_pixel_um(page, None)
+    return pixel_um, axes
+
+
 def check_pixel_size(pixel_um: float | None, optics_pixel_um: float, *, rtol: float = 0.02,
                      name: str = "image") -> bool:
     """Warns when an image's pixel size differs from the optics the model was trained for.
