@@ -1,0 +1,293 @@
+"""Chunked restore on dask, OME-Zarr in and out, resume, schedulers (issue: big images and clusters).
+
+The reference is always the in-memory `restore` of the whole image (itself checked against
+float64 oracles elsewhere); these tests check that chunking changes nothing.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+zarr = pytest.importorskip("zarr")
+pytest.importorskip("ome_zarr")
+
+from lbdvd_jax import load_delpnet, restore  # noqa: E402
+from lbdvd_jax.dask_restore import restore_dask  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LBDVD = [sys.executable, "-m", "lbdvd_jax"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_delpnet()
+
+
+@pytest.fixture(scope="module")
+def big_image(real_fields):
+    """(4096, 6144) uint16: the bundled field, tiled with mirror images, a little brighter below."""
+    f = real_fields[0]
+    tile = np.block([[f, f[:, ::-1]], [f[::-1], f[::-1, ::-1]]])
+    reps = (-(-4096 // tile.shape[0]), -(-6144 // tile.shape[1]))
+    img = np.tile(tile, reps)[:4096, :6144]
+    ramp = np.linspace(1.0, 1.6, 4096, dtype=np.float32)[:, None]
+    return np.clip(img * ramp, 0, 65535).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def big_reference(big_image, model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return restore(big_image, model=model)
+
+
+def _assert_same(res, ref):
+    np.testing.assert_array_equal(np.asarray(res.levels), np.asarray(ref.levels))
+    out = np.asarray(res.image.compute() if hasattr(res.image, "compute") else res.image)
+    want = np.asarray(ref.image)
+    assert out.shape == want.shape
+    assert np.max(np.abs(out - want)) <= 1e-5 * want.max()
+
+
+@pytest.mark.slow
+def test_restore_dask_equals_restore_threads(big_image, big_reference, model):
+    arr = da.from_array(big_image, chunks=(1024, 1024))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = restore_dask(arr, model=model, scheduler="threads")
+    assert res.image.chunks == ((1024,) * 4, (1024,) * 6)
+    np.testing.assert_allclose(res.z_um, np.asarray(big_reference.z_um), equal_nan=True)
+    _assert_same(res, big_reference)
+
+
+@pytest.mark.slow
+def test_restore_dask_equals_restore_local_cluster(big_image, big_reference, model):
+    distributed = pytest.importorskip("distributed")
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=40, env=env) as cluster, distributed.Client(cluster) as client:
+        arr = da.from_array(big_image, chunks=(1024, 1024))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = restore_dask(arr, model=model, scheduler=client)
+        out = client.compute(res.image).result()
+        assert len(client.scheduler_info()["workers"]) == 2
+    _assert_same(res._replace(image=out), big_reference)
+
+
+@pytest.mark.parametrize("defocus", ["levels", "continuous"])
+def test_unaligned_chunks_and_stacks_equal_restore(real_fields, model, defocus):
+    """Chunks that are not multiples of the grid step, small blocks, a (B, H, W) stack, float input."""
+    f = real_fields[0]
+    stack = np.stack([np.tile(f, (2, 1))[:700, :500], np.tile(f, (2, 1))[::-1][:700, :500] * 1.3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = restore(stack, model=model, defocus=defocus)
+        res = restore_dask(da.from_array(stack, chunks=(1, 250, 190)), model=model, block=190,
+                           scheduler="sync", defocus=defocus)
+    assert len(res.image.chunks[1]) > 1 and len(res.image.chunks[2]) > 1
+    _assert_same(res, ref)
+    if defocus == "continuous":
+        np.testing.assert_allclose(res.depth_map.compute(), ref.depth_map, atol=1e-4)
+
+
+def test_exact_background_percentile_float_and_int(rng):
+    """The histogram order statistics give numpy's percentile exactly (the restore's background)."""
+    from lbdvd_jax.dask_restore import _background, _block_summary
+    from lbdvd_jax.restore_plan import image_background
+
+    for data, integer in ((rng.gamma(2.0, 50.0, (300, 400)).astype(np.float32), False),
+                          (rng.integers(90, 4000, (300, 400)).astype(np.uint16), True)):
+        arr = da.from_array(data, chunks=(128, 150))
+        summaries = [_block_summary(b, integer) for b in [arr.blocks[i, j].compute()
+                                                          for i in range(arr.numblocks[0])
+                                                          for j in range(arr.numblocks[1])]]
+        got = _background(arr, summaries, integer, "sync")
+        assert got == pytest.approx(image_background(data.astype(np.float32)), rel=1e-7)
+
+
+def _write_ngff(path, data, *, version, axes, chunks, scale):
+    from ome_zarr.format import FormatV04, FormatV05
+    from ome_zarr.io import parse_url
+    from ome_zarr.writer import write_image
+
+    fmt = FormatV04() if version == "0.4" else FormatV05()
+    store = parse_url(str(path), mode="w", fmt=fmt).store
+    root = zarr.group(store=store, zarr_format=fmt.zarr_format)
+    write_image(data, root, axes=list(axes), fmt=fmt, storage_options=dict(chunks=chunks), scale_factors=(2,),
+                scale=dict(zip(axes, scale)), axes_units={a: "micrometer" for a in "yx"})
+
+
+def _run(*args, check=True, **kw):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    proc = subprocess.run(LBDVD + list(map(str, args)), capture_output=True, text=True, env=env, cwd=ROOT, **kw)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def field_700(real_fields):
+    f = real_fields[0]
+    return np.tile(f, (2, 2))[:700, :900].astype(np.uint16)
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_cli_ome_zarr_round_trip(tmp_path, field_700, model, version):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    src = tmp_path / f"in{version}.ome.zarr"
+    _write_ngff(src, field_700[None], version=version, axes="cyx", chunks=(1, 256, 256), scale=(1.0, 0.65, 0.65))
+    out = tmp_path / "out.ome.zarr"
+    proc = _run("restore", src, "-o", out, "--block", "256", "-q")
+    assert "blocks written" in proc.stdout
+    nodes = list(Reader(parse_url(str(out)))())
+    image = nodes[0]
+    assert image.metadata["axes"][0]["name"] == "c" and [a["name"] for a in image.metadata["axes"]][-2:] == ["y", "x"]
+    assert image.metadata["coordinateTransformations"][0][0]["scale"] == [1.0, 0.65, 0.65]
+    restored = np.asarray(image.data[0])
+    assert restored.shape == (1, 700, 900) and restored.dtype == np.uint16
+    group = zarr.open_group(str(out), mode="r")
+    assert group["s0"].chunks == (1, 256, 256)
+    assert group.attrs["lbdvd"]["complete"] is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = restore(field_700, model=model)
+    want = np.clip(np.rint(np.asarray(ref.image)), 0, 65535)
+    assert np.max(np.abs(restored[0].astype(np.float64) - want)) <= 1.0
+    np.testing.assert_array_equal(group["lbdvd/levels"][...], np.asarray(ref.levels))
+    labels = group["labels/defocus_levels/s0"][...]
+    assert labels.shape == (1, 700, 900) and set(np.unique(labels)) <= set(range(12))
+
+
+def test_cli_lazy_tiff_to_zarr(tmp_path, field_700):
+    import tifffile
+
+    src = tmp_path / "big.tif"
+    tifffile.imwrite(src, field_700, tile=(256, 256), resolution=(1e4 / 0.65, 1e4 / 0.65),
+                     resolutionunit="CENTIMETER")
+    out = tmp_path / "out.ome.zarr"
+    _run("restore", src, "-o", out, "--block", "256", "-q")
+    group = zarr.open_group(str(out), mode="r")
+    assert group["s0"].shape == (700, 900)
+    assert group.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == \
+        pytest.approx([0.65, 0.65], rel=1e-3)
+
+
+def test_resume_after_sigint_is_bit_identical(tmp_path, field_700):
+    src = tmp_path / "in.ome.zarr"
+    big = np.tile(field_700, (2, 2))
+    _write_ngff(src, big, version="0.5", axes="yx", chunks=(256, 256), scale=(0.65, 0.65))
+    whole = tmp_path / "whole.ome.zarr"
+    _run("restore", src, "-o", whole, "--block", "256", "-q")
+    part = tmp_path / "part.ome.zarr"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    proc = subprocess.Popen(LBDVD + ["restore", str(src), "-o", str(part), "--block", "256", "-q"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done_dir = part / "lbdvd" / "done" / "c"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if done_dir.exists() and sum(1 for _ in done_dir.rglob("*") if _.is_file()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    group = zarr.open_group(str(part), mode="r")
+    assert group.attrs["lbdvd"]["complete"] is False
+    written = int(np.asarray(group["lbdvd/done"][...]).sum())
+    total = group["lbdvd/done"].size
+    assert 0 < written < total
+    again = _run("restore", src, "-o", part, "--block", "256", "-q", "--resume")
+    assert f"{written} of {total} blocks already written, skipped" in again.stderr
+    assert f"({total - written} blocks written, {written} skipped" in again.stdout
+    a, b = zarr.open_group(str(whole), mode="r"), zarr.open_group(str(part), mode="r")
+    np.testing.assert_array_equal(a["s0"][...], b["s0"][...])
+    np.testing.assert_array_equal(a["labels/defocus_levels/s0"][...], b["labels/defocus_levels/s0"][...])
+    assert b.attrs["lbdvd"]["complete"] is True
+
+
+def test_bad_inputs_each_one_clear_line(tmp_path, field_700):
+    rgb = tmp_path / "rgb.ome.zarr"
+    _write_ngff(rgb, np.stack([field_700] * 3), version="0.5", axes="cyx", chunks=(1, 256, 256),
+                scale=(1.0, 0.65, 0.65))
+    tz = tmp_path / "tz.ome.zarr"
+    _write_ngff(tz, np.stack([np.stack([field_700[:200, :200]] * 2)] * 2), version="0.5", axes="tzyx",
+                chunks=(1, 1, 200, 200), scale=(1.0, 1.0, 0.65, 0.65))
+    plain = tmp_path / "plain.zarr"
+    zarr.open_group(str(plain), mode="w").create_array("x", shape=(200, 200), dtype="uint16")
+    good = tmp_path / "good.ome.zarr"
+    _write_ngff(good, field_700[:300, :300], version="0.5", axes="yx", chunks=(256, 256), scale=(0.65, 0.65))
+    existing = tmp_path / "exists.ome.zarr"
+    existing.mkdir()
+    cases = [
+        ((rgb, "-o", tmp_path / "o1.ome.zarr"), "3 channels"),
+        ((tz, "-o", tmp_path / "o2.ome.zarr"), "both 't' (2) and 'z' (2)"),
+        ((plain, "-o", tmp_path / "o3.ome.zarr"), "without OME-NGFF multiscales"),
+        ((good, "-o", existing), "exists; pass --overwrite"),
+        ((good, "-o", tmp_path / "o5.ome.zarr", "--scheduler", "distributed", "--scheduler-address",
+          "tcp://127.0.0.1:9"), "cannot reach tcp://127.0.0.1:9"),
+    ]
+    for args, needle in cases:
+        t0 = time.time()
+        proc = _run("restore", *args, "-q", check=False, timeout=120)
+        assert proc.returncode != 0, args
+        err = proc.stderr.strip().splitlines()
+        assert needle in err[-1], (needle, proc.stderr[-800:])
+        assert time.time() - t0 < 60
+    assert not (tmp_path / "o5.ome.zarr").exists()  # nothing written for the unreachable scheduler
+    # a resume with other options is refused
+    out = tmp_path / "o6.ome.zarr"
+    _run("restore", good, "-o", out, "-q")
+    proc = _run("restore", good, "-o", out, "-q", "--resume", "--iterations", "5", check=False)
+    assert proc.returncode != 0 and "written by another run" in proc.stderr
+
+
+def test_folder_on_local_cluster_reports_failures_and_skips_done(tmp_path, field_700):
+    import tifffile
+
+    pytest.importorskip("distributed")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", field_700[:300, :400])
+    tifffile.imwrite(folder / "b.tif", field_700[300:, 400:])
+    (folder / "broken.tif").write_bytes(b"II*\x00not a tiff")
+    out = tmp_path / "out"
+    proc = _run("restore", folder, "-o", out, "--scheduler", "distributed", "--workers", "2", "-q",
+                check=False, timeout=600)
+    assert proc.returncode == 1
+    assert "failed: broken.tif" in proc.stderr and "restored 2 file(s), 1 failed" in proc.stdout
+    assert (out / "a.tif").exists() and (out / "b.tif").exists()
+    again = _run("restore", folder, "-o", out, "--scheduler", "distributed", "--workers", "1", "-q",
+                 check=False, timeout=600)
+    assert "skipping 2 input(s) whose output exists" in again.stderr
+
+
+def test_dry_run_prints_prediction(tmp_path, field_700):
+    src = tmp_path / "in.ome.zarr"
+    _write_ngff(src, field_700, version="0.5", axes="yx", chunks=(256, 256), scale=(0.65, 0.65))
+    proc = _run("restore", src, "-o", tmp_path / "o.ome.zarr", "--dry-run")
+    assert "predicted peak memory per worker" in proc.stdout and "predicted time" in proc.stdout
+    assert not (tmp_path / "o.ome.zarr").exists()
+
+
+def test_writer_metadata_is_valid_json(tmp_path, field_700):
+    src = tmp_path / "in.ome.zarr"
+    _write_ngff(src, field_700[:300, :300], version="0.5", axes="yx", chunks=(256, 256), scale=(0.65, 0.65))
+    out = tmp_path / "o.ome.zarr"
+    _run("restore", src, "-o", out, "-q", "--defocus", "continuous")
+    meta = json.loads((out / "zarr.json").read_text())
+    assert meta["attributes"]["ome"]["version"] == "0.5"
+    group = zarr.open_group(str(out), mode="r")
+    depth = group["lbdvd/depth_um"][...]
+    assert depth.shape == (300, 300) and np.all(np.isfinite(depth))
