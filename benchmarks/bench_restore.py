@@ -68,7 +68,11 @@ def one_size(side, mode, num_iter=15):
             "steady_includes_compile": side > 4096,
             "stages_s": {k: round(v, 2) for k, v in steady.items()},
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "rss_before_mb": round(rss0, 1), "model": source, "num_iter": num_iter}
+            "rss_before_mb": round(rss0, 1), "model": source, "num_iter": num_iter,
+            # the memory model (README "Big images"): 4 float32 images + 1 GB for runtime and programs
+            "memory_bound_mb": round(4 * 4 * side * side / 2**20 + 1024, 1),
+            "within_memory_bound": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            <= 4 * 4 * side * side / 2**20 + 1024}
 
 
 def main():

@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scheduler-address", default=None, metavar="tcp://HOST:PORT",
                    help="an existing dask.distributed scheduler (with --scheduler distributed)")
     g.add_argument("--workers", type=int, default=2, help="local cluster workers (default 2)")
-    g.add_argument("--block", type=int, default=1024,
-                   help="minimum block side in px for chunked restores (whole chunks merged; default 1024)")
+    g.add_argument("--block", type=int, default=2048,
+                   help="minimum block side in px for chunked restores (whole chunks merged; default 2048)")
     g.add_argument("--resume", action="store_true",
                    help="finish an interrupted OME-Zarr output: written blocks are skipped")
     g.add_argument("--dry-run", action="store_true",

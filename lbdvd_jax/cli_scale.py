@@ -18,10 +18,22 @@ import numpy as np
 
 from lbdvd_jax.cli_checks import UsageError
 
-__all__ = ["cmd_restore_files_distributed", "cmd_restore_zarr", "scheduler_context", "wants_scale_out"]
+__all__ = ["cmd_restore_files_distributed", "cmd_restore_zarr", "require_extra", "scheduler_context",
+           "wants_scale_out"]
 
 DEFAULT_TIFF_CHUNK = 1024  #: output chunk (px) for a TIFF input (its strips are no chunking to keep)
 CONNECT_TIMEOUT_S = 5
+
+
+def require_extra():
+    """UsageError naming the install command when the optional dask/zarr extra is missing."""
+    try:
+        import dask.array  # noqa: F401
+        import distributed  # noqa: F401
+        import zarr  # noqa: F401
+    except ImportError as err:
+        raise UsageError(f"OME-Zarr input/output and --scheduler need the optional extra ({err.name} is "
+                         "missing): pip install 'lbdvd-jax[zarr]'") from None
 
 
 def wants_scale_out(args) -> bool:
@@ -61,7 +73,7 @@ def scheduler_context(args):
 def _block_levels(levels, shape, r0, r1, c0, c1, stride):
     from lbdvd_jax.pipeline import level_map_pixels
 
-    return level_map_pixels(levels, shape, stride=stride)[r0:r1, c0:c1].astype(np.uint8)
+    return level_map_pixels(levels, shape, stride=stride, region=((r0, r1), (c0, c1))).astype(np.uint8)
 
 
 def _to_dtype(block, dtype):
@@ -114,6 +126,7 @@ def cmd_restore_zarr(args, model_loader, optics) -> int:
     from lbdvd_jax.dask_restore import restore_dask
     from lbdvd_jax.ome_zarr_io import OmeZarrWriter, is_ome_zarr, open_lazy
 
+    require_extra()
     if len(args.inputs) != 1:
         raise UsageError("IN: a zarr output takes one input image; restore several into a folder "
                          "with -o FOLDER/")
@@ -238,6 +251,7 @@ def cmd_restore_files_distributed(args, inputs, outputs, optics) -> int:
     """Many TIFF files spread over the workers; a failing file is reported and the others go on."""
     import dask
 
+    require_extra()
     options = {"pixel_um": args.pixel_um, "model": args.model, "mode": args.mode, "stride": args.stride,
                "iterations": args.iterations, "defocus": args.defocus, "pool": not args.no_pool,
                "optics": {"wavelength_um": optics.wavelength_um, "na": optics.na, "n": optics.n}}

@@ -21,33 +21,27 @@ rounding (the montage sums add the same terms in another order).
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from lbdvd_jax.blocks import BlockSetup, block_slices, halo, max_slots, merge_chunks, restore_block
 from lbdvd_jax.constants import NUM_LEVELS, PATCH_SIZE
 from lbdvd_jax.defocus_map import ImageStats, defocus_map, patch_probabilities
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import DEFAULT_CONTEXT, patch_grid
 from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM
 from lbdvd_jax.restore_plan import (
-    RestorePlan,
     background_from_order_stats,
     background_ranks,
     grid_shape,
-    patch_kernels,
     plan_restoration,
 )
-from lbdvd_jax.streaming import accumulate_patches
 
 __all__ = ["DaskRestoration", "block_slices", "restore_dask"]
 
-MIN_BLOCK = 1024  #: blocks smaller than this (px per axis) are merged from whole chunks
+MIN_BLOCK = 2048  #: blocks smaller than this (px per axis) are merged from whole chunks
 
 
 class DaskRestoration(NamedTuple):
@@ -71,53 +65,6 @@ class DaskRestoration(NamedTuple):
     psf_z_um: np.ndarray
     depth_map: object | None
     background: np.ndarray
-
-
-@dataclasses.dataclass(frozen=True)
-class _Setup:
-    """What every block task needs: shipped to each worker once (one graph node)."""
-
-    model: object
-    psfs: np.ndarray
-    optics: Optics
-    mode: str
-    stride: int
-    context: int
-    weights: str
-    chunk_size: int | None
-    pad_mode: str
-    psf_size: int
-    image_shape: tuple
-    block: tuple
-    slots: int
-
-
-def block_slices(length, chunks):
-    """[(start, stop)] of consecutive chunks along one axis."""
-    edges = np.concatenate([[0], np.cumsum(chunks)]).astype(int)
-    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
-
-
-def _merge_chunks(chunks, minimum):
-    """Merge consecutive chunks until each block is >= `minimum` px (blocks stay unions of whole
-    chunks, so that writing a block never touches another block's chunk)."""
-    out, acc = [], 0
-    for c in chunks:
-        acc += c
-        if acc >= minimum:
-            out.append(acc)
-            acc = 0
-    if acc:
-        if out:
-            out[-1] += acc
-        else:
-            out.append(acc)
-    return tuple(out)
-
-
-def _covering(starts, patch, lo, hi):
-    """Indices of grid starts whose patch [s, s + patch) meets [lo, hi)."""
-    return np.flatnonzero((starts + patch > lo) & (starts < hi))
 
 
 # ----------------------------------------------------------------------------- pass 1
@@ -219,67 +166,6 @@ def _plan_plane(plane, *, model, origins, stride, pool, mode, num_iter, num_psfs
 # ----------------------------------------------------------------------------- pass 2
 
 
-@functools.partial(jax.jit, static_argnames=("context", "weights", "num_iter", "chunk_size"))
-def _block_core(padded, origins, valid, kernels, active, iters, background, *, context, weights,
-                num_iter, chunk_size):
-    num, den = accumulate_patches(padded, origins, kernels, active, iters, valid=valid,
-                                  background=background, patch=PATCH_SIZE, context=context,
-                                  weights=weights, num_iter=num_iter, chunk_size=chunk_size)
-    c = context
-    region = padded[c:padded.shape[0] - c, c:padded.shape[1] - c]
-    good = den > 0
-    return jnp.where(good, region + num / jnp.where(good, den, 1), 0)
-
-
-def _halo(setup):
-    return PATCH_SIZE + setup.context
-
-
-def _restore_block(slab, setup: _Setup, plan: RestorePlan, background, origins, r0, r1, c0, c1, s0, t0):
-    """One output block [r0, r1) x [c0, c1) from `slab` = image[s0:, t0:] (the block + halo)."""
-    h, w = setup.image_shape
-    c = setup.context
-    rows_s, cols_s = np.unique(origins[:, 0]), np.unique(origins[:, 1])
-    ri = _covering(rows_s, PATCH_SIZE, r0, r1)
-    ci = _covering(cols_s, PATCH_SIZE, c0, c1)
-    idx = (ri[:, None] * len(cols_s) + ci[None, :]).ravel()
-    slab = np.asarray(slab, np.float32)
-    sh, sw = slab.shape
-    pads = []
-    for start, size, length in ((s0, sh, h), (t0, sw, w)):
-        lo = c if start == 0 else 0
-        hi = c if start + size == length else 0
-        pads.append((lo, hi))
-    region = np.pad(slab, pads, mode=setup.pad_mode)
-    # interior sides: `c` px never read; then one shape for every block
-    full_h, full_w = setup.block[0] + 2 * _halo(setup) + 2 * c, setup.block[1] + 2 * _halo(setup) + 2 * c
-    top = c - pads[0][0]
-    left = c - pads[1][0]
-    padded = np.zeros((max(full_h, region.shape[0] + top), max(full_w, region.shape[1] + left)), np.float32)
-    padded[top:top + region.shape[0], left:left + region.shape[1]] = region
-    n = len(idx)
-    slots = max(setup.slots, n)
-    org = np.zeros((slots, 2), np.int32)
-    org[:n] = origins[idx] - np.array([s0, t0])
-    valid = np.zeros(slots, bool)
-    valid[:n] = True
-    active = np.zeros(slots, bool)
-    active[:n] = plan.active[idx]
-    kern = patch_kernels(plan, idx, mode=setup.mode, psfs=setup.psfs, optics=setup.optics,
-                         psf_size=setup.psf_size, dtype=jnp.float32)
-    kernels = jnp.concatenate([kern, jnp.broadcast_to(kern[:1], (slots - n,) + kern.shape[1:])])
-    iters = None
-    if plan.iters is not None:
-        iters = np.zeros(slots, np.int32)
-        iters[:n] = plan.iters[idx]
-    out = _block_core(jnp.asarray(padded), jnp.asarray(org), jnp.asarray(valid), kernels,
-                      jnp.asarray(active), None if iters is None else jnp.asarray(iters),
-                      jnp.asarray(background, jnp.float32), context=c, weights=setup.weights,
-                      num_iter=plan.max_iter, chunk_size=setup.chunk_size)
-    # region coordinates: row 0 of `out` is image row s0
-    return np.asarray(out)[r0 - s0:r1 - s0, c0 - t0:c1 - t0]
-
-
 def _depth_block(surface, shape, r0, r1, c0, c1):
     from lbdvd_jax.depth_surface import _design
 
@@ -288,13 +174,6 @@ def _depth_block(surface, shape, r0, r1, c0, c1):
     degree = int(round((math.sqrt(8 * len(surface.coeffs) + 1) - 3) / 2))
     yy, xx = np.mgrid[r0:r1, c0:c1]
     return (_design((yy - sy) / sy, (xx - sx) / sx, degree) @ surface.coeffs).astype(np.float32)
-
-
-def _max_slots(origins, shape, rblocks, cblocks):
-    rows_s, cols_s = np.unique(origins[:, 0]), np.unique(origins[:, 1])
-    nr = max(len(_covering(rows_s, PATCH_SIZE, a, b)) for a, b in rblocks)
-    nc = max(len(_covering(cols_s, PATCH_SIZE, a, b)) for a, b in cblocks)
-    return nr * nc
 
 
 def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels=None, stride: int = 42,
@@ -340,8 +219,8 @@ def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels
                           shape=(h, w), optics=optics, psf_depth_um=psf_depth_um, psf_size=psf_size,
                           num_iter=num_iter, defocus=defocus)
     origins = patch_grid((h, w), patch=PATCH_SIZE, stride=stride)
-    rblocks = block_slices(h, _merge_chunks(planes.chunks[1], block))
-    cblocks = block_slices(w, _merge_chunks(planes.chunks[2], block))
+    rblocks = block_slices(h, merge_chunks(planes.chunks[1], block))
+    cblocks = block_slices(w, merge_chunks(planes.chunks[2], block))
     planes = planes.rechunk((1, tuple(b - a for a, b in rblocks), tuple(b - a for a, b in cblocks)))
     per_image_levels = levels is not None and np.ndim(levels) == 3
     plans, backgrounds = [], []
@@ -355,10 +234,10 @@ def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels
         backgrounds.append(bg)
     bh = max(b - a for a, b in rblocks)
     bw = max(b - a for a, b in cblocks)
-    setup = _Setup(model, np.asarray(psfs), optics, mode, int(stride), context, weights, chunk_size, pad_mode,
-                   psf_size, (h, w), (bh, bw), _max_slots(origins, (h, w), rblocks, cblocks))
+    setup = BlockSetup(model, np.asarray(psfs), optics, mode, int(stride), context, weights, chunk_size, pad_mode,
+                   psf_size, (h, w), (bh, bw), max_slots(origins, (h, w), rblocks, cblocks))
     setup_node = dask.delayed(setup, pure=False, traverse=False)
-    halo = _halo(setup)
+    pad = halo(setup)
     out_planes, depth_planes = [], []
     for b, (plan, bg) in enumerate(zip(plans, backgrounds)):
         plan_node = dask.delayed(plan, pure=False, traverse=False)
@@ -366,9 +245,9 @@ def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels
         for r0, r1 in rblocks:
             row, drow = [], []
             for c0, c1 in cblocks:
-                s0, s1 = max(0, r0 - halo), min(h, r1 + halo)
-                t0, t1 = max(0, c0 - halo), min(w, c1 + halo)
-                task = dask.delayed(_restore_block, pure=True)(planes[b, s0:s1, t0:t1], setup_node, plan_node,
+                s0, s1 = max(0, r0 - pad), min(h, r1 + pad)
+                t0, t1 = max(0, c0 - pad), min(w, c1 + pad)
+                task = dask.delayed(restore_block, pure=True)(planes[b, s0:s1, t0:t1], setup_node, plan_node,
                                                                bg, origins, r0, r1, c0, c1, s0, t0)
                 row.append(da.from_delayed(task, (r1 - r0, c1 - c0), np.float32))
                 if plan.surface is not None:

@@ -35,6 +35,9 @@ from lbdvd_jax.psf import psf_stack
 from lbdvd_jax.restore_plan import grid_shape, image_background, patch_kernels, plan_restoration
 from lbdvd_jax.streaming import deconvolve_streaming, iteration_counts
 
+BLOCKWISE_PIXELS = 3072 * 3072  #: larger images are deconvolved block by block (bounded memory)
+BLOCK = 2048  #: block side (px) of the blockwise path
+
 __all__ = ["DEFAULT_ITERATIONS", "DEFAULT_PSF_DEPTH_UM", "MODES", "Restoration", "level_map_pixels", "predict_levels",
            "restore", "restore_timed"]
 
@@ -162,9 +165,37 @@ def _check_options(*, model, mode, levels, weights, stride, shape, optics, psf_d
     return psfs
 
 
+def _restore_blockwise(image, plan, background, origins, *, psfs, mode, optics, stride, context, weights,
+                       chunk_size, pad_mode, psf_size, shard, progress, block):
+    """The deconvolution of a large image block by block (`blocks.restore_block`): the same
+    pixels as `_deconvolve_core`, with memory bounded by the image, the output and one block."""
+    from lbdvd_jax.blocks import BlockSetup, block_slices, halo, max_slots, restore_block
+
+    img = np.asarray(image, np.float32)
+    h, w = img.shape
+    rb = block_slices(h, [block] * (h // block) + ([h % block] if h % block else []))
+    cb = block_slices(w, [block] * (w // block) + ([w % block] if w % block else []))
+    rb = rb[:-2] + [(rb[-2][0], rb[-1][1])] if len(rb) > 1 and rb[-1][1] - rb[-1][0] < block // 2 else rb
+    cb = cb[:-2] + [(cb[-2][0], cb[-1][1])] if len(cb) > 1 and cb[-1][1] - cb[-1][0] < block // 2 else cb
+    setup = BlockSetup(None, np.asarray(psfs), optics, mode, int(stride), int(context), weights, chunk_size,
+                       pad_mode, psf_size, (h, w), (max(b - a for a, b in rb), max(b - a for a, b in cb)),
+                       max_slots(origins, (h, w), rb, cb), bool(shard))
+    pad = halo(setup)
+    out = np.empty((h, w), np.float32)
+    total = len(rb) * len(cb)
+    for k, ((r0, r1), (c0, c1)) in enumerate((r, c) for r in rb for c in cb):
+        s0, t0 = max(0, r0 - pad), max(0, c0 - pad)
+        slab = img[s0:min(h, r1 + pad), t0:min(w, c1 + pad)]
+        out[r0:r1, c0:c1] = restore_block(slab, setup, plan, float(background), origins, r0, r1, c0, c1, s0, t0)
+        if progress is not None:
+            progress(k + 1, total)
+    return jnp.asarray(out)
+
+
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,
                  chunk_size, pad_mode, shard, background, progress, timings, pool,
-                 defocus="levels", surface_degree="auto", optics=None, psf_depth_um=None, psf_size=49):
+                 defocus="levels", surface_degree="auto", optics=None, psf_depth_um=None, psf_size=49,
+                 block=None):
     t0 = time.perf_counter()
     origins = patch_grid(image.shape, patch=PATCH, stride=stride)
     dmap = None
@@ -174,8 +205,6 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
                             dmap=dmap, levels=levels, defocus=defocus, surface_degree=surface_degree,
                             psf_depth_um=psf_depth_um)
     t1 = time.perf_counter()
-    kernels = patch_kernels(plan, np.arange(len(origins)), mode=mode, psfs=psfs, optics=optics,
-                            psf_size=psf_size, dtype=image.dtype)
     if isinstance(background, str):
         if background != "auto":
             raise ValueError(f"background: got {background!r}, expected 'auto' or counts")
@@ -187,10 +216,18 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
             _CALLBACKS[token] = progress
     try:
         iters = None if plan.iters is None else jnp.asarray(plan.iters)
-        out = _deconvolve_core(image, kernels, jnp.asarray(plan.active), background, iters, token,
-                               stride=stride, context=context, weights=weights, num_iter=plan.max_iter,
-                               chunk_size=chunk_size, pad_mode=pad_mode, shard=shard,
-                               report=progress is not None)
+        if block is not None or image.shape[0] * image.shape[1] > BLOCKWISE_PIXELS:
+            out = _restore_blockwise(image, plan, background, origins, psfs=psfs, mode=mode, optics=optics,
+                                     stride=stride, context=context, weights=weights, chunk_size=chunk_size,
+                                     pad_mode=pad_mode, psf_size=psf_size, shard=shard, progress=progress,
+                                     block=BLOCK if block is None else block)
+        else:
+            kernels = patch_kernels(plan, np.arange(len(origins)), mode=mode, psfs=psfs, optics=optics,
+                                    psf_size=psf_size, dtype=image.dtype)
+            out = _deconvolve_core(image, kernels, jnp.asarray(plan.active), background, iters, token,
+                                   stride=stride, context=context, weights=weights, num_iter=plan.max_iter,
+                                   chunk_size=chunk_size, pad_mode=pad_mode, shard=shard,
+                                   report=progress is not None)
         jax.block_until_ready(out)
         jax.effects_barrier()
     finally:
@@ -212,7 +249,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
             num_iter=None, chunk_size: int | None = None, psf_size: int = 49,
             pad_mode: str = "reflect", shard: bool | None = None, background="auto",
             progress=None, pool: bool = True, psf_depth_um=None, defocus: str = "levels",
-            surface_degree="auto", _timings: dict | None = None) -> Restoration:
+            surface_degree="auto", block: int | None = None, _timings: dict | None = None) -> Restoration:
     """Learning-based depth-variant deconvolution of a wide-field image (or a stack of them).
 
     Args:
@@ -263,6 +300,10 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
       defocus: 'dv' only: 'levels' (default, the paper's 11 PSFs) or 'continuous': each patch
         gets the PSF of its own real-valued depth (the pooled expected z, or the depth surface),
         mapped through the `psf_depth_um` policy by linear interpolation between the levels.
+      block: deconvolve block by block, blocks of this side in px (>= 84): the same pixels with
+        memory bounded by the image, the output and one block (`blocks.py`); `progress` then
+        counts blocks and may raise to stop between them. None (default): blocks of 2048 px
+        for images over 3072² px, else the whole image at once.
       surface_degree: 'continuous' only: degree of the certainty-weighted robust polynomial depth
         surface fitted over the field (`depth_surface.fit_depth_surface`; 'auto' picks 0..4 by
         BIC); None: per-patch depths.
@@ -296,7 +337,9 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
                 shard=jax.local_device_count() > 1 if shard is None else bool(shard),
                 background=background, progress=progress, pool=bool(pool),
                 timings=_timings, defocus=defocus, surface_degree=surface_degree, optics=optics,
-                psf_depth_um=psf_depth_um, psf_size=psf_size)
+                psf_depth_um=psf_depth_um, psf_size=psf_size, block=block)
+    if block is not None and (not isinstance(block, int) or block < PATCH):
+        raise ValueError(f"block: got {block!r}, expected None or an int >= {PATCH} px")
     if image.ndim == 2:
         return Restoration(*_restore_one(image, levels=levels, **opts))
     per_image = levels is not None and np.ndim(levels) == 3
@@ -319,23 +362,25 @@ def restore_timed(image, **kwargs):
     return result, timings
 
 
-def level_map_pixels(levels, shape, *, stride: int = 42):
+def level_map_pixels(levels, shape, *, stride: int = 42, region=None):
     """Expands a per-patch level map (rows, cols) to pixels: each pixel takes the label of the
     patch whose centre is nearest.
 
     Args:
-      levels: (rows, cols) labels of `patch_grid(shape, stride=stride)`.
+      levels: (rows, cols) labels of `patch_grid(shape, stride=stride)` (or any per-patch values).
       shape: (H, W) of the image.
       stride: grid step (keyword-only).
+      region: optional ((r0, r1), (c0, c1)): only these pixels (a block of a large image).
 
     Returns:
-      (H, W) NumPy array of labels.
+      (H, W) NumPy array of labels, or the region's (r1 - r0, c1 - c0).
     """
     origins = patch_grid(shape, patch=PATCH, stride=stride)
     levels = np.asarray(levels)
     rows, cols = grid_shape(origins)
+    (r0, r1), (c0, c1) = region if region is not None else ((0, shape[0]), (0, shape[1]))
     cy = np.unique(origins[:, 0]) + PATCH / 2
     cx = np.unique(origins[:, 1]) + PATCH / 2
-    iy = np.abs(np.arange(shape[0])[:, None] + 0.5 - cy[None]).argmin(1)
-    ix = np.abs(np.arange(shape[1])[:, None] + 0.5 - cx[None]).argmin(1)
+    iy = np.abs(np.arange(r0, r1)[:, None] + 0.5 - cy[None]).argmin(1)
+    ix = np.abs(np.arange(c0, c1)[:, None] + 0.5 - cx[None]).argmin(1)
     return levels.reshape(rows, cols)[iy[:, None], ix[None, :]]
