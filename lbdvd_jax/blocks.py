@@ -25,7 +25,8 @@ from lbdvd_jax.optics import Optics
 from lbdvd_jax.restore_plan import RestorePlan, patch_kernels
 from lbdvd_jax.streaming import accumulate_patches
 
-__all__ = ["BlockSetup", "block_slices", "covering", "halo", "max_slots", "merge_chunks", "restore_block"]
+__all__ = ["BlockSetup", "RUNTIME_BYTES", "block_slices", "covering", "halo", "max_slots", "merge_chunks",
+           "predict_peak_memory", "restore_block"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,3 +143,24 @@ def max_slots(origins, shape, rblocks, cblocks):
     nr = max(len(covering(rows_s, PATCH_SIZE, a, b)) for a, b in rblocks)
     nc = max(len(covering(cols_s, PATCH_SIZE, a, b)) for a, b in cblocks)
     return nr * nc
+
+
+#: resident memory of a process that has imported JAX, loaded the estimator and compiled the
+#: restore programs (measured on the 2-core CPU: README "Big images and clusters")
+RUNTIME_BYTES = 0.75 * 2**30
+
+
+def predict_peak_memory(shape, *, block: int | None = None, context: int = 24, input_itemsize: int = 4) -> int:
+    """Predicted peak resident bytes of a restore of one (H, W) image.
+
+    In process (`block` None): the input, the float32 image, the output and its copy (4 float32
+    images; the blockwise path keeps one block's working set beside them) plus `RUNTIME_BYTES`.
+    One dask task (`block` px): about 12 float32 copies of the block with its halo on each side,
+    plus `RUNTIME_BYTES`.
+    """
+    h, w = int(shape[-2]), int(shape[-1])
+    if block is None:
+        side = min(2048, h, w) + 2 * (PATCH_SIZE + context)
+        return int(RUNTIME_BYTES + (3 * 4 + input_itemsize) * h * w + 12 * 4 * side * side)
+    side = min(block, max(h, w)) + 2 * (PATCH_SIZE + context) + 2 * context
+    return int(RUNTIME_BYTES + 12 * 4 * side * side)

@@ -23,6 +23,9 @@ __all__ = ["cmd_restore_files_distributed", "cmd_restore_zarr", "require_extra",
 
 DEFAULT_TIFF_CHUNK = 1024  #: output chunk (px) for a TIFF input (its strips are no chunking to keep)
 CONNECT_TIMEOUT_S = 5
+#: seconds per megapixel and worker core of a chunked restore at the default settings
+#: (bench_scale.py on the 2-core AMD EPYC: README "Big images and clusters"); a dry run's estimate
+SECONDS_PER_MPX = 2.0
 
 
 def require_extra():
@@ -64,9 +67,17 @@ def scheduler_context(args):
         with client:
             yield client
         return
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1", "OMP_NUM_THREADS": "1"}
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=40, env=env) as cluster, Client(cluster) as client:
+    import dask
+
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    # dask's default MALLOC_TRIM_THRESHOLD_=65536 returns freed memory to the OS at once; XLA
+    # allocates and frees large buffers at every RL call, and with it one block ran 1.4x slower
+    # (10.5 vs 7.6 s alone; 2 workers 27.8 vs 18.4 s at 4096², README "Big images")
+    spawn = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+             if k != "MALLOC_TRIM_THRESHOLD_"}
+    with (dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}),
+          LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                       silence_logs=40, env=env) as cluster, Client(cluster) as client):
         yield client
 
 
@@ -102,20 +113,6 @@ def _stored_region(lazy, b, r0, r1, c0, c1):
     for ax in lazy.axes[:-2]:
         region.append(slice(0, 1) if sizes[ax] == 1 else slice(b, b + 1))
     return tuple(region) + (slice(r0, r1), slice(c0, c1))
-
-
-def _predict(lazy, args, block):
-    """Predicted peak memory (bytes) per worker and wall time, from the memory model and a measured
-    per-megapixel rate (README, 'Big images and clusters')."""
-    from lbdvd_jax.constants import PATCH_SIZE
-
-    halo = PATCH_SIZE + (24 if args.context is None else args.context)
-    side = block + 2 * halo + 48
-    per_block = 12 * 4 * side * side  # float32: slab, padded region, sums, windows, output
-    runtime = 700e6  # JAX/XLA runtime, compiled programs and the model
-    planes = lazy.planes
-    mpx = float(np.prod(planes.shape)) / 1e6
-    return runtime + per_block, mpx
 
 
 def cmd_restore_zarr(args, model_loader, optics) -> int:
@@ -157,15 +154,21 @@ def cmd_restore_zarr(args, model_loader, optics) -> int:
         lazy = lazy._replace(chunks=(1,) * (lazy.data.ndim - 2) + (DEFAULT_TIFF_CHUNK, DEFAULT_TIFF_CHUNK))
     yc, xc = lazy.chunks[-2:]
     planes = lazy.planes.rechunk((1, yc, xc) if lazy.planes.ndim == 3 else (yc, xc))
+    if (yc % args.stride or xc % args.stride) and not args.quiet:
+        print(f"note: chunks {yc}x{xc} are not multiples of the {args.stride}-px patch grid; kept (the output keeps "
+              "the input's chunking and the result is the same), at the cost of computing the patches on "
+              "block borders twice", file=sys.stderr)
     if args.dry_run:
+        from lbdvd_jax.blocks import predict_peak_memory
+
         block = max(args.block, yc)
-        mem, mpx = _predict(lazy, args, block)
-        rate = 1.2  # s per Mpx per worker, default settings (README table, 2-core AMD EPYC)
+        mpx = float(np.prod(planes.shape)) / 1e6
         workers = args.workers if args.scheduler in ("distributed", "processes") else 1
         print(f"dry run: {src.name} {tuple(planes.shape)} {planes.dtype}, chunks {yc}x{xc}, blocks >= {block} px")
-        print(f"  predicted peak memory per worker: {mem / 2**30:.2f} GiB; in-process restore of the whole "
-              f"image: {(4 * 4 * h * w + 700e6) / 2**30:.2f} GiB")
-        print(f"  predicted time: {rate * mpx / workers:.0f} s for {mpx:.1f} Mpx on {workers} worker(s)")
+        print(f"  predicted peak memory per worker: {predict_peak_memory((h, w), block=block) / 2**30:.2f} GiB; "
+              f"in-process restore of one plane: {predict_peak_memory((h, w)) / 2**30:.2f} GiB")
+        print(f"  predicted time: {SECONDS_PER_MPX * mpx / workers:.0f} s for {mpx:.1f} Mpx on {workers} "
+              f"worker(s) at {SECONDS_PER_MPX} s/Mpx per core (measured on a 2-core AMD EPYC, README)")
         return 0
     background = "auto" if args.background == "auto" else float(args.background)
     info = {"input": str(src.resolve()), "shape": list(planes.shape), "dtype": str(planes.dtype),

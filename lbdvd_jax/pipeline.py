@@ -119,7 +119,7 @@ def _deconvolve_core(image, kernels, active, background, iters=None, token=0, *,
 def _check(image, mode):
     if mode not in MODES:
         raise ValueError(f"mode: got {mode!r}, expected one of {MODES}")
-    image = jnp.asarray(image)
+    image = jnp.asarray(image, copy=False)  # a float32 NumPy image is used in place (read only)
     if not jnp.issubdtype(image.dtype, jnp.floating):
         image = image.astype(jnp.float32)
     if image.ndim not in (2, 3):
@@ -165,6 +165,17 @@ def _check_options(*, model, mode, levels, weights, stride, shape, optics, psf_d
     return psfs
 
 
+def _release_freed_memory():
+    """Hand the heap memory XLA freed back to the OS (glibc keeps it otherwise: the resident size
+    of a blockwise 8192² restore grew by ~1 GB over its blocks without this)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _restore_blockwise(image, plan, background, origins, *, psfs, mode, optics, stride, context, weights,
                        chunk_size, pad_mode, psf_size, shard, progress, block):
     """The deconvolution of a large image block by block (`blocks.restore_block`): the same
@@ -187,9 +198,10 @@ def _restore_blockwise(image, plan, background, origins, *, psfs, mode, optics, 
         s0, t0 = max(0, r0 - pad), max(0, c0 - pad)
         slab = img[s0:min(h, r1 + pad), t0:min(w, c1 + pad)]
         out[r0:r1, c0:c1] = restore_block(slab, setup, plan, float(background), origins, r0, r1, c0, c1, s0, t0)
+        _release_freed_memory()
         if progress is not None:
             progress(k + 1, total)
-    return jnp.asarray(out)
+    return jnp.asarray(out, copy=False)  # aliases the buffer on a CPU: no second image-sized copy
 
 
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,

@@ -115,6 +115,18 @@ def test_stack_current_plane(viewer_with_widget, qtbot):
     assert tuple(out.translate)[0] == pytest.approx(2.0)  # sits at plane 1 of the source
 
 
+def test_dask_backed_layer(viewer_with_widget, qtbot):
+    da = pytest.importorskip("dask.array")
+    viewer, widget, notes = viewer_with_widget
+    data = bbbc006_a01_pair()[1][0]
+    viewer.add_image(da.from_array(data, chunks=(128, 128)), name="lazy", scale=(0.65, 0.65))
+    widget.layer.value = "lazy"
+    widget.mode.value = "di"
+    _run(qtbot, widget)
+    assert notes == []
+    assert viewer.layers["lazy" + RESULT_SUFFIXES["image"]].data.shape == data.shape
+
+
 @pytest.mark.parametrize("kind", ["labels", "rgb", "volume", "small"])
 def test_bad_layers_notify_once_and_add_nothing(viewer_with_widget, kind):
     viewer, widget, notes = viewer_with_widget

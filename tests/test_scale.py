@@ -113,6 +113,9 @@ def test_exact_background_percentile_float_and_int(rng):
                                                           for j in range(arr.numblocks[1])]]
         got = _background(arr, summaries, integer, "sync")
         assert got == pytest.approx(image_background(data.astype(np.float32)), rel=1e-7)
+    # above 4 Mpx the in-process background comes from chunked histograms: still numpy's value
+    big = rng.gamma(2.0, 50.0, (2100, 2100)).astype(np.float32)
+    assert image_background(big) == float(np.percentile(big, 0.5))
 
 
 def _write_ngff(path, data, *, version, axes, chunks, scale):
@@ -317,3 +320,34 @@ def test_in_process_blockwise_equals_whole_image(field_700, model, defocus):
                       progress=lambda d, t: calls.append((d, t)))
     assert calls[-1][0] == calls[-1][1] == 3 * 4  # 700 -> 256, 256, 188; 900 -> 256, 256, 256, 132
     _assert_same(res, ref)
+
+
+MEASURE = """
+import json, resource, sys, warnings
+import numpy as np
+warnings.simplefilter("ignore")
+from lbdvd_jax import load_delpnet, restore
+from lbdvd_jax.demo import bundled_path
+from lbdvd_jax.io import read_tiff
+side = int(sys.argv[1])
+f = read_tiff(bundled_path("a01_infocus.tif")).data.astype(np.float32)
+tile = np.block([[f, f[:, ::-1]], [f[::-1], f[::-1, ::-1]]])
+img = np.tile(tile, (-(-side // tile.shape[0]), -(-side // tile.shape[1])))[:side, :side].copy()
+out = np.asarray(restore(img, model=load_delpnet()).image)
+print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+@pytest.mark.slow
+def test_memory_prediction_matches_a_measurement():
+    """The dry run's in-process memory model against the peak RSS of a fresh process (3200² px:
+    the blockwise path, image terms ~0.65 GB beside the runtime)."""
+    from lbdvd_jax.blocks import predict_peak_memory
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run([sys.executable, "-c", MEASURE, "3200"], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak = json.loads(proc.stdout.strip().splitlines()[-1])["peak"]
+    predicted = predict_peak_memory((3200, 3200))
+    assert 0.6 * predicted <= peak <= 1.1 * predicted, (peak / 2**30, predicted / 2**30)
