@@ -25,6 +25,7 @@ import warnings
 from lbdvd_jax.cli_checks import UsageError, _iterations
 from lbdvd_jax.cli_commands import (
     cmd_bench,
+    cmd_calibrate,
     cmd_demo,
     cmd_evaluate,
     cmd_predict,
@@ -42,6 +43,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_optics(p):
+    p.add_argument("--optics", metavar="FILE", help="the microscope's optics as JSON (`lbdvd calibrate`); "
+                   "--wavelength-um/--na/--n override its fields")
     p.add_argument("--wavelength-um", dest="wavelength_um", type=float, help="default 0.451")
     p.add_argument("--na", type=float, help="numerical aperture, default 0.5")
     p.add_argument("--n", type=float, help="immersion refractive index, default 1.0")
@@ -119,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=49)
     _add_optics(p)
     p.set_defaults(func=cmd_psf)
+
+    p = common(sub.add_parser("calibrate", help="fit the defocus PSF's optics to a focus pair or a bead; "
+                                                 "write them as JSON for --optics"), model=False)
+    p.add_argument("input", metavar="OBSERVED", help="out-of-focus TIFF (a plane, or a bead image)")
+    p.add_argument("--reference", required=True,
+                   help="in-focus TIFF of the same field (or 'bead' for a point source at the centre)")
+    p.add_argument("-o", "--output", required=True, help="optics JSON to write")
+    p.add_argument("--fit", nargs="*", choices=("na", "wavelength_um"), default=["na"],
+                   help="optics fields refined beside the defocus (default: na)")
+    p.add_argument("--steps", type=int, default=200, help="gradient steps (default 200)")
+    _add_optics(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = common(sub.add_parser("synth", help="synthetic defocus of an in-focus image"),
                model=False)

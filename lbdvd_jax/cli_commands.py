@@ -22,7 +22,7 @@ from lbdvd_jax.cli_checks import (
     _read_one_plane,
 )
 
-__all__ = ["cmd_bench", "cmd_demo", "cmd_evaluate", "cmd_predict", "cmd_psf", "cmd_restore",
+__all__ = ["cmd_bench", "cmd_calibrate", "cmd_demo", "cmd_evaluate", "cmd_predict", "cmd_psf", "cmd_restore",
            "cmd_synth", "cmd_train"]
 
 
@@ -53,12 +53,24 @@ def _load_model(args):
 
 
 def _optics(args):
+    """Optics from --optics FILE (else the defaults), with --wavelength-um/--na/--n on top."""
     from lbdvd_jax.optics import Optics
+    from lbdvd_jax.optics_file import load_optics
+
+    base = Optics()
+    if getattr(args, "optics", None):
+        try:
+            base = load_optics(args.optics)
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(f"--optics: {err}") from None
     kw = {}
     for name in ("wavelength_um", "na", "n"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
-    return Optics(**kw)
+    try:
+        return base.replace(**kw).validate()
+    except ValueError as err:
+        raise UsageError(f"--wavelength-um/--na/--n: {err}") from None
 
 
 def _is_folder_job(args) -> bool:
@@ -187,6 +199,49 @@ def cmd_predict(args) -> int:
         zpix = level_map_pixels(np.asarray(dmap.z_um).reshape(rows, -1), plane.shape, stride=args.stride)
         io.write_tiff(zout, zpix.astype(np.float32), overwrite=args.overwrite)
         print(f"expected defocus map (µm, float32, NaN = bg) written to {zout.resolve()}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    """Fit z and the chosen optics fields to a focus pair (or a bead) and write the optics JSON."""
+    from lbdvd_jax import io
+    from lbdvd_jax.fit import fit_defocus
+    from lbdvd_jax.optics_file import save_optics
+
+    out = pathlib.Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"-o: {str(out)!r} exists; pass --overwrite or choose another output")
+    if args.steps < 1:
+        raise UsageError(f"--steps: expected >= 1, got {args.steps}")
+    optics = _optics(args)
+    obs = io.read_tiff(args.input, default_pixel_um=args.pixel_um)
+    _check_values(obs.data, pathlib.Path(args.input).name)
+    observed = np.asarray(obs.data, np.float32)
+    if observed.ndim != 2:
+        raise UsageError(f"OBSERVED: expected one plane, got shape {observed.shape}")
+    if args.reference == "bead":
+        reference = np.zeros_like(observed)
+        reference[observed.shape[0] // 2, observed.shape[1] // 2] = 1.0
+    else:
+        ref = io.read_tiff(args.reference).data
+        reference = np.asarray(ref, np.float32)
+        if reference.shape != observed.shape:
+            raise UsageError(f"--reference: shape {reference.shape} differs from OBSERVED {observed.shape}; "
+                             "give the in-focus plane of the same field")
+    if obs.pixel_um is not None and not getattr(args, "optics", None):
+        optics = optics.replace(pixel_um=float(obs.pixel_um))
+    res = fit_defocus(observed, reference, optics=optics, fit=("z_um",) + tuple(args.fit),
+                      num_steps=args.steps)
+    fitted = res.optics.replace(**{f: float(getattr(res.optics, f)) for f in ("wavelength_um", "na", "n")})
+    calibration = {"observed": str(pathlib.Path(args.input).resolve()), "reference": args.reference,
+                   "fitted": ["z_um"] + list(args.fit), "z_um": float(res.z_um),
+                   "correlation": float(res.correlation), "loss": float(res.loss)}
+    try:
+        save_optics(out, fitted, calibration=calibration, overwrite=args.overwrite)
+    except ValueError as err:
+        raise UsageError(f"calibrate: the fit gave impossible optics ({err}); fit fewer fields (--fit)") from None
+    print(f"z = {float(res.z_um):.2f} µm, NA {fitted.na:.4g}, wavelength {fitted.wavelength_um:.4g} µm, "
+          f"n {fitted.n:.4g}, pixel {fitted.pixel_um:.4g} µm (Pearson {float(res.correlation):.3f}) -> {out}")
     return 0
 
 

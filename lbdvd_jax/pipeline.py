@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lbdvd_jax.blocks import restore_blockwise
 from lbdvd_jax.constants import MODES, NUM_LEVELS
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
 from lbdvd_jax.defocus_map import DefocusMap, predict_defocus
@@ -133,6 +134,13 @@ def _check(image, mode):
     return image
 
 
+def _is_trained_model(model):
+    from lbdvd_jax.estimator import DefocusEstimator
+    from lbdvd_jax.model import DelpNet
+
+    return isinstance(model, (DefocusEstimator, DelpNet))
+
+
 def _check_options(*, model, mode, levels, weights, stride, shape, optics, psf_depth_um, psf_size,
                    num_iter, defocus):
     """Validate `restore`'s options (shared with `restore_dask`); returns the level PSF table."""
@@ -165,45 +173,6 @@ def _check_options(*, model, mode, levels, weights, stride, shape, optics, psf_d
     return psfs
 
 
-def _release_freed_memory():
-    """Hand the heap memory XLA freed back to the OS (glibc keeps it otherwise: the resident size
-    of a blockwise 8192² restore grew by ~1 GB over its blocks without this)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def _restore_blockwise(image, plan, background, origins, *, psfs, mode, optics, stride, context, weights,
-                       chunk_size, pad_mode, psf_size, shard, progress, block):
-    """The deconvolution of a large image block by block (`blocks.restore_block`): the same
-    pixels as `_deconvolve_core`, with memory bounded by the image, the output and one block."""
-    from lbdvd_jax.blocks import BlockSetup, block_slices, halo, max_slots, restore_block
-
-    img = np.asarray(image, np.float32)
-    h, w = img.shape
-    rb = block_slices(h, [block] * (h // block) + ([h % block] if h % block else []))
-    cb = block_slices(w, [block] * (w // block) + ([w % block] if w % block else []))
-    rb = rb[:-2] + [(rb[-2][0], rb[-1][1])] if len(rb) > 1 and rb[-1][1] - rb[-1][0] < block // 2 else rb
-    cb = cb[:-2] + [(cb[-2][0], cb[-1][1])] if len(cb) > 1 and cb[-1][1] - cb[-1][0] < block // 2 else cb
-    setup = BlockSetup(None, np.asarray(psfs), optics, mode, int(stride), int(context), weights, chunk_size,
-                       pad_mode, psf_size, (h, w), (max(b - a for a, b in rb), max(b - a for a, b in cb)),
-                       max_slots(origins, (h, w), rb, cb), bool(shard))
-    pad = halo(setup)
-    out = np.empty((h, w), np.float32)
-    total = len(rb) * len(cb)
-    for k, ((r0, r1), (c0, c1)) in enumerate((r, c) for r in rb for c in cb):
-        s0, t0 = max(0, r0 - pad), max(0, c0 - pad)
-        slab = img[s0:min(h, r1 + pad), t0:min(w, c1 + pad)]
-        out[r0:r1, c0:c1] = restore_block(slab, setup, plan, float(background), origins, r0, r1, c0, c1, s0, t0)
-        _release_freed_memory()
-        if progress is not None:
-            progress(k + 1, total)
-    return jnp.asarray(out, copy=False)  # aliases the buffer on a CPU: no second image-sized copy
-
-
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,
                  chunk_size, pad_mode, shard, background, progress, timings, pool,
                  defocus="levels", surface_degree="auto", optics=None, psf_depth_um=None, psf_size=49,
@@ -229,7 +198,7 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
     try:
         iters = None if plan.iters is None else jnp.asarray(plan.iters)
         if block is not None or image.shape[0] * image.shape[1] > BLOCKWISE_PIXELS:
-            out = _restore_blockwise(image, plan, background, origins, psfs=psfs, mode=mode, optics=optics,
+            out = restore_blockwise(image, plan, background, origins, psfs=psfs, mode=mode, optics=optics,
                                      stride=stride, context=context, weights=weights, chunk_size=chunk_size,
                                      pad_mode=pad_mode, psf_size=psf_size, shard=shard, progress=progress,
                                      block=BLOCK if block is None else block)
@@ -350,6 +319,17 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
                 background=background, progress=progress, pool=bool(pool),
                 timings=_timings, defocus=defocus, surface_degree=surface_degree, optics=optics,
                 psf_depth_um=psf_depth_um, psf_size=psf_size, block=block)
+    if mode in ("dv", "soft") and _is_trained_model(model):
+        from lbdvd_jax.optics_file import optics_mismatch
+
+        differ = optics_mismatch(optics)
+        if differ:
+            import warnings
+
+            from lbdvd_jax.defocus_map import EstimatorDomainWarning
+
+            warnings.warn(f"defocus estimator: trained for other optics ({'; '.join(differ)}): its levels assume "
+                          "those; the PSFs use yours", EstimatorDomainWarning, stacklevel=2)
     if block is not None and (not isinstance(block, int) or block < PATCH):
         raise ValueError(f"block: got {block!r}, expected None or an int >= {PATCH} px")
     if image.ndim == 2:
