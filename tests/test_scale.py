@@ -63,8 +63,8 @@ def test_restore_dask_equals_restore_threads(big_image, big_reference, model):
     arr = da.from_array(big_image, chunks=(1024, 1024))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = restore_dask(arr, model=model, scheduler="threads")
-    assert res.image.chunks == ((1024,) * 4, (1024,) * 6)
+        res = restore_dask(arr, model=model, scheduler="threads", block=1024)
+    assert res.image.chunks == ((1024,) * 4, (1024,) * 6)  # one block per chunk
     np.testing.assert_allclose(res.z_um, np.asarray(big_reference.z_um), equal_nan=True)
     _assert_same(res, big_reference)
 
