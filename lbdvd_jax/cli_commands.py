@@ -94,13 +94,13 @@ def cmd_restore(args) -> int:
     if args.workers < 1 or args.block < 84:
         raise UsageError(f"--workers {args.workers} / --block {args.block}: need >= 1 worker and blocks "
                          ">= 84 px")
-    if wants_scale_out(args) and not (args.scheduler == "distributed" and _is_folder_job(args)):
+    if wants_scale_out(args) and not (args.scheduler and _is_folder_job(args)):
         if args.mode == "oracle":
             raise UsageError("--mode oracle is not available for chunked (OME-Zarr) restores; use a TIFF")
         return cmd_restore_zarr(args, lambda: _load_model(args), _optics(args))
     inputs = _collect_inputs(args.inputs)
     outputs = _output_paths(inputs, args.output, "")
-    if args.scheduler == "distributed":
+    if args.scheduler:  # many files spread over the scheduler's workers (or threads)
         _check_outputs([o for o in outputs if args.overwrite or not o.exists()], inputs, args.overwrite)
         return cmd_restore_files_distributed(args, inputs, outputs, _optics(args))
     if args.skip_existing:
