@@ -36,7 +36,11 @@ from lbdvd_jax.restore_plan import (
     background_from_order_stats,
     background_ranks,
     grid_shape,
+    high_bits_histogram,
+    low_bits_histogram,
     plan_restoration,
+    rank_value,
+    resolve_order_statistics,
 )
 
 __all__ = ["DaskRestoration", "block_slices", "restore_dask"]
@@ -75,25 +79,12 @@ def _classify_block(slab, origins_local, model, batch_size):
 
 
 def _block_summary(block, integer):
-    """(histogram, min, max, count at max) of one block's pixels."""
+    """(histogram, min, max, count at max) of one block's pixels: of the values for 8/16-bit
+    integers, else of the upper bits of their float32 patterns (`restore_plan.order_statistics`)."""
     a = np.asarray(block)
     top = float(a.max())
-    if integer:
-        hist = np.bincount(a.ravel().astype(np.int64), minlength=65536)
-    else:
-        bits = np.asarray(a, np.float32).ravel().view(np.uint32) >> 16
-        hist = np.bincount(bits, minlength=65536)
+    hist = np.bincount(a.ravel().astype(np.int64), minlength=65536) if integer else high_bits_histogram(a)
     return hist, float(a.min()), top, int(np.count_nonzero(a == top))
-
-
-def _low_bits_hist(block, high):
-    bits = np.asarray(block, np.float32).ravel().view(np.uint32)
-    sel = bits[(bits >> 16) == high] & 0xFFFF
-    return np.bincount(sel, minlength=65536)
-
-
-def _rank_value(hist, rank):
-    return int(np.searchsorted(np.cumsum(hist), rank, side="right"))
 
 
 def _background(plane, summaries, integer, scheduler):
@@ -101,20 +92,14 @@ def _background(plane, summaries, integer, scheduler):
     import dask
 
     hist = sum(s[0] for s in summaries)
-    count = int(hist.sum())
-    lo, hi, frac = background_ranks(count)
+    lo, hi, frac = background_ranks(int(hist.sum()))
     if integer:
-        return background_from_order_stats(_rank_value(hist, lo), _rank_value(hist, hi), frac)
-    highs = sorted({_rank_value(hist, lo), _rank_value(hist, hi)})
-    below = {h: int(hist[:h].sum()) for h in highs}
+        return background_from_order_stats(rank_value(hist, lo), rank_value(hist, hi), frac)
+    highs = sorted({rank_value(hist, lo), rank_value(hist, hi)})
     blocks = plane.to_delayed().ravel()
-    lows = dask.compute({h: [dask.delayed(_low_bits_hist)(b, h) for b in blocks] for h in highs},
+    lows = dask.compute({h: [dask.delayed(low_bits_histogram)(b, h) for b in blocks] for h in highs},
                         scheduler=scheduler)[0]
-    values = []
-    for rank in (lo, hi):
-        h = _rank_value(hist, rank)
-        low = _rank_value(sum(lows[h]), rank - below[h])
-        values.append(np.uint32((h << 16) | low).view(np.float32))
+    values = resolve_order_statistics(hist, {h: sum(v) for h, v in lows.items()}, (lo, hi))
     return background_from_order_stats(values[0], values[1], frac)
 
 

@@ -117,9 +117,7 @@ def _deconvolve_core(image, kernels, active, background, iters=None, token=0, *,
                                 report_args=(jnp.asarray(token, jnp.int32),))
 
 
-def _check(image, mode):
-    if mode not in MODES:
-        raise ValueError(f"mode: got {mode!r}, expected one of {MODES}")
+def _check(image):
     image = jnp.asarray(image, copy=False)  # a float32 NumPy image is used in place (read only)
     if not jnp.issubdtype(image.dtype, jnp.floating):
         image = image.astype(jnp.float32)
@@ -196,7 +194,6 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
         with _CALLBACKS_LOCK:
             _CALLBACKS[token] = progress
     try:
-        iters = None if plan.iters is None else jnp.asarray(plan.iters)
         if block is not None or image.shape[0] * image.shape[1] > BLOCKWISE_PIXELS:
             out = restore_blockwise(image, plan, background, origins, psfs=psfs, mode=mode, optics=optics,
                                      stride=stride, context=context, weights=weights, chunk_size=chunk_size,
@@ -205,6 +202,7 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
         else:
             kernels = patch_kernels(plan, np.arange(len(origins)), mode=mode, psfs=psfs, optics=optics,
                                     psf_size=psf_size, dtype=image.dtype)
+            iters = None if plan.iters is None else jnp.asarray(plan.iters)
             out = _deconvolve_core(image, kernels, jnp.asarray(plan.active), background, iters, token,
                                    stride=stride, context=context, weights=weights, num_iter=plan.max_iter,
                                    chunk_size=chunk_size, pad_mode=pad_mode, shard=shard,
@@ -306,7 +304,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
     context = DEFAULT_CONTEXT if context is None else int(context)
     if num_iter is None:
         num_iter = 15 if mode == "di" else DEFAULT_ITERATIONS
-    image = _check(image, mode)
+    image = _check(image)
     if psf_depth_um is None:
         psf_depth_um = DEFAULT_PSF_DEPTH_UM if mode != "di" else None
     psfs = _check_options(model=model, mode=mode, levels=levels, weights=weights, stride=stride,

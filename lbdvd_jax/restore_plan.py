@@ -24,8 +24,8 @@ from lbdvd_jax.psf import psf_stack
 from lbdvd_jax.streaming import iteration_counts
 
 __all__ = ["BACKGROUND_PERCENTILE", "RestorePlan", "background_from_order_stats", "background_ranks",
-           "grid_shape", "image_background", "oracle_labels", "order_statistics", "patch_kernels",
-           "plan_restoration"]
+           "grid_shape", "high_bits_histogram", "image_background", "low_bits_histogram", "oracle_labels",
+           "order_statistics", "patch_kernels", "plan_restoration", "rank_value", "resolve_order_statistics"]
 
 BACKGROUND_PERCENTILE = 0.5  #: background='auto': this percentile of the image's pixels
 
@@ -120,9 +120,12 @@ def plan_restoration(shape, origins, *, mode, num_iter, num_psfs, dmap=None, lev
         max_iter, iters = iteration_counts(num_iter, jnp.asarray(nearest, jnp.int32), NUM_LEVELS)
     else:  # per-level counts, indexed by the level whose PSF each patch gets
         max_iter, iters = iteration_counts(num_iter, np.where(labels == BG_LABEL, 0, labels), num_psfs)
-    from lbdvd_jax.estimator import defocus_from_probs
+    if dmap is not None:  # the estimator's expected z and certainty, already in the map
+        z, cert = dmap.z_um, dmap.certainty
+    else:  # one-hot labels ('oracle', 'di')
+        from lbdvd_jax.estimator import defocus_from_probs
 
-    z, _, cert = defocus_from_probs(probs)
+        z, _, cert = defocus_from_probs(probs)
     bg = labels == BG_LABEL
     z = np.where(bg, np.nan, z_cont if kernel_z is not None else z).astype(np.float32)
     if kernel_z is not None:
@@ -166,26 +169,47 @@ def background_from_order_stats(lo_value, hi_value, frac):
     return float(np.percentile(np.asarray([lo_value, hi_value], np.float32), 100.0 * frac))
 
 
+def _bits(chunk):
+    # non-negative float32 values sort as their bit patterns (abs: -0.0 sorts as 0.0)
+    return np.abs(np.asarray(chunk, np.float32)).ravel().view(np.uint32)
+
+
+def high_bits_histogram(chunk):
+    """65536-bin histogram of the upper 16 bits of a chunk's float32 bit patterns."""
+    return np.bincount(_bits(chunk) >> 16, minlength=65536)
+
+
+def low_bits_histogram(chunk, high):
+    """65536-bin histogram of the lower 16 bits of the chunk's values whose upper bits are `high`."""
+    bits = _bits(chunk)
+    return np.bincount(bits[(bits >> 16) == high] & 0xFFFF, minlength=65536)
+
+
+def rank_value(hist, rank):
+    """The bin holding the 0-based `rank` of a histogram."""
+    return int(np.searchsorted(np.cumsum(hist), rank, side="right"))
+
+
+def resolve_order_statistics(high, lows, ranks):
+    """Exact float32 order statistics from the merged upper-bit histogram `high` and, per upper
+    value, the merged lower-bit histograms `lows` ({high value: histogram})."""
+    out = []
+    for r in ranks:
+        t = rank_value(high, r)
+        below = int(np.sum(high[:t]))
+        out.append(np.uint32((t << 16) | rank_value(lows[t], r - below)).view(np.float32))
+    return out
+
+
 def order_statistics(chunks, ranks):
     """Exact order statistics (0-based `ranks`) of non-negative float32 pixels given in chunks
     (a callable returning a fresh iterator of arrays), by two 65536-bin histogram passes over the
-    float bit patterns (non-negative floats sort as their bits): memory is one chunk, not a sorted copy."""
-    high = np.zeros(65536, np.int64)
-    for c in chunks():
-        high += np.bincount((np.abs(np.asarray(c, np.float32)).ravel().view(np.uint32) >> 16), minlength=65536)
-    cum = np.cumsum(high)
-    tops = [int(np.searchsorted(cum, r, side="right")) for r in ranks]
-    low = {t: np.zeros(65536, np.int64) for t in set(tops)}
-    for c in chunks():
-        bits = np.abs(np.asarray(c, np.float32)).ravel().view(np.uint32)
-        for t in low:
-            low[t] += np.bincount(bits[(bits >> 16) == t] & 0xFFFF, minlength=65536)
-    out = []
-    for r, t in zip(ranks, tops):
-        below = int(cum[t - 1]) if t > 0 else 0
-        lo = int(np.searchsorted(np.cumsum(low[t]), r - below, side="right"))
-        out.append(np.uint32((t << 16) | lo).view(np.float32))
-    return out
+    float bit patterns: memory is one chunk, not a sorted copy (`dask_restore` runs the same
+    passes block by block on a cluster)."""
+    high = sum(high_bits_histogram(c) for c in chunks())
+    tops = {rank_value(high, r) for r in ranks}
+    lows = {t: sum(low_bits_histogram(c, t) for c in chunks()) for t in tops}
+    return resolve_order_statistics(high, lows, ranks)
 
 
 def image_background(image):
