@@ -106,10 +106,10 @@ def _train_rate(quick):
     import jax
     import numpy as np
 
-    from lbdvd_jax.demo import bundled_path
     from lbdvd_jax.estimator import EstimatorConfig
     from lbdvd_jax.estimator_train import EstimatorTrainConfig, init_train_state, make_train_step, training_psfs
     from lbdvd_jax.io import read_tiff
+    from lbdvd_jax.synthesis import bundled_path
     fields = read_tiff(bundled_path("a01_infocus.tif")).data[None].astype(np.float32)
     tc = EstimatorTrainConfig(batch_size=128)
     graphdef, state = init_train_state(EstimatorConfig(), tc)
@@ -119,7 +119,7 @@ def _train_rate(quick):
 
     def run():
         box[0] = step(box[0], fields, psfs)[0]
-        jax.block_until_ready(box[0]["params"])
+        jax.block_until_ready(box[0].params)
 
     t = time_call(run, repeats=5 if quick else 20)
     return {"patches_per_s": tc.batch_size / t["median_s"], "compile_s": t["first_call_s"]}

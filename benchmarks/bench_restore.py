@@ -41,8 +41,8 @@ def _model():
 
 
 def _image(shape):
-    from lbdvd_jax.demo import bundled_path, synthesize_defocus
     from lbdvd_jax.io import read_tiff
+    from lbdvd_jax.synthesis import bundled_path, synthesize_defocus
     focus = read_tiff(bundled_path("a01_infocus.tif")).data.astype(np.float32)
     img, _ = synthesize_defocus(focus, seed=1)
     if tuple(shape) != img.shape:

@@ -42,8 +42,8 @@ def _cpu():
 def defocused_tile():
     """The bundled in-focus field blurred by the demo's tilted depth map (0-20 µm, camera noise),
     mirrored 2x2: a restore whose time goes into RL, as for real out-of-focus data."""
-    from lbdvd_jax.demo import bundled_path, synthesize_defocus
     from lbdvd_jax.io import read_tiff
+    from lbdvd_jax.synthesis import bundled_path, synthesize_defocus
 
     f, _ = synthesize_defocus(read_tiff(bundled_path("a01_infocus.tif")).data.astype(np.float32), seed=1)
     return np.block([[f, f[:, ::-1]], [f[::-1], f[::-1, ::-1]]])

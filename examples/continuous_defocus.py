@@ -21,12 +21,12 @@ import numpy as np
 from lbdvd_jax.camera import OFFSET, add_camera_noise
 from lbdvd_jax.checkpoint import load_delpnet
 from lbdvd_jax.defocus_map import EstimatorDomainWarning
-from lbdvd_jax.demo import blur_same_reflect
 from lbdvd_jax.fields import load_infocus_fields, split_fields
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.pipeline import restore
 from lbdvd_jax.psf import psf_stack
 from lbdvd_jax.quality import psnr
+from lbdvd_jax.synthesis import blur_same_reflect
 
 
 def blur_at(field, depth, seed):

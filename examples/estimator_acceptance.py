@@ -25,11 +25,11 @@ import tifffile
 from lbdvd_jax.checkpoint import PAPER_DELPNET, load_delpnet
 from lbdvd_jax.data import load_infocus_fields, make_eval_set, split_fields
 from lbdvd_jax.defocus_map import EstimatorDomainWarning
-from lbdvd_jax.demo import synthesize_defocus
 from lbdvd_jax.model import classify_patches
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.pipeline import predict_levels, restore
 from lbdvd_jax.psf import psf_stack
+from lbdvd_jax.synthesis import synthesize_defocus
 
 BG = 11
 

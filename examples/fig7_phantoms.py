@@ -17,12 +17,12 @@ import numpy as np
 from lbdvd_jax.checkpoint import load_delpnet
 from lbdvd_jax.data import add_camera_noise
 from lbdvd_jax.deconv import blind_richardson_lucy, richardson_lucy
-from lbdvd_jax.demo import bundled_path
 from lbdvd_jax.io import read_tiff
 from lbdvd_jax.model import classify_patches
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.phantoms import phantom
 from lbdvd_jax.quality import psnr, ssim
+from lbdvd_jax.synthesis import bundled_path
 
 C = 24  # context px
 P = 84

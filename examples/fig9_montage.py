@@ -14,10 +14,10 @@ import json
 import numpy as np
 
 from lbdvd_jax.checkpoint import load_delpnet
-from lbdvd_jax.demo import bundled_path
 from lbdvd_jax.io import read_tiff, write_tiff
 from lbdvd_jax.patches import patch_grid, seam_score
 from lbdvd_jax.pipeline import restore
+from lbdvd_jax.synthesis import bundled_path
 
 
 def main(argv=None):
@@ -37,7 +37,7 @@ def main(argv=None):
     src = read_tiff(args.image)
     img = src.data.astype(np.float32)
     if args.synthetic_tilt:
-        from lbdvd_jax.demo import synthesize_defocus
+        from lbdvd_jax.synthesis import synthesize_defocus
         focus = read_tiff(bundled_path("a01_infocus.tif")).data.astype(np.float32)
         img, depth = synthesize_defocus(focus, seed=0)
         out_name = "synthetic tilt of a01"
@@ -50,7 +50,7 @@ def main(argv=None):
                                   ("triangular", 42, "triangular")):
         kw = {}
         if args.synthetic_tilt and args.oracle:
-            from lbdvd_jax.demo import true_patch_levels
+            from lbdvd_jax.synthesis import true_patch_levels
             kw = dict(mode="oracle", levels=true_patch_levels(
                 depth, patch_grid(img.shape, stride=stride)))
         res = restore(img, model=model, stride=stride, weights=weights,

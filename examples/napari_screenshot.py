@@ -27,7 +27,7 @@ def main(argv=None):
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1500, 900)
-    from lbdvd_jax.demo import synthesize_defocus
+    from lbdvd_jax.synthesis import synthesize_defocus
 
     focus = bbbc006_a01_pair()[1][0]
     tilted, _ = synthesize_defocus(focus, seed=1)

@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lbdvd_jax.data import load_infocus_fields, split_fields
-from lbdvd_jax.demo import synthesize_defocus
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.pipeline import restore
 from lbdvd_jax.quality import psnr
+from lbdvd_jax.synthesis import synthesize_defocus
 
 
 def main(argv=None):

@@ -15,8 +15,10 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
 
 # Public API: one entry per name -> its module (add yours, keep __all__ sorted).
 _EXPORTS = {
-    "BG_LABEL": "lbdvd_jax.data",
+    "BG_LABEL": "lbdvd_jax.constants",
+    "BlindDeconvolution": "lbdvd_jax.deconv",
     "CameraModel": "lbdvd_jax.camera",
+    "Classification": "lbdvd_jax.model",
     "DEFAULT_ITERATIONS": "lbdvd_jax.policy",
     "DEFAULT_PSF_DEPTH_UM": "lbdvd_jax.policy",
     "DEFOCUS_LEVELS_UM": "lbdvd_jax.psf",
@@ -28,6 +30,8 @@ _EXPORTS = {
     "EstimatorConfig": "lbdvd_jax.estimator",
     "EstimatorDomainWarning": "lbdvd_jax.defocus_map",
     "FitResult": "lbdvd_jax.fit",
+    "InputError": "lbdvd_jax.errors",
+    "InputTypeError": "lbdvd_jax.errors",
     "Optics": "lbdvd_jax.optics",
     "PAPER_DELPNET": "lbdvd_jax.checkpoint",
     "Restoration": "lbdvd_jax.pipeline",
@@ -98,17 +102,19 @@ if TYPE_CHECKING:  # static tools see the real imports
     from lbdvd_jax.bessel import j0, j1  # noqa: F401
     from lbdvd_jax.camera import CameraModel, add_camera_noise, bg_mask  # noqa: F401
     from lbdvd_jax.checkpoint import PAPER_DELPNET, export_weights, load_delpnet  # noqa: F401
-    from lbdvd_jax.data import BG_LABEL, defocus_crops, make_eval_set, synth_batch  # noqa: F401
-    from lbdvd_jax.deconv import blind_richardson_lucy, richardson_lucy  # noqa: F401
+    from lbdvd_jax.constants import BG_LABEL  # noqa: F401
+    from lbdvd_jax.data import defocus_crops, make_eval_set, synth_batch  # noqa: F401
+    from lbdvd_jax.deconv import BlindDeconvolution, blind_richardson_lucy, richardson_lucy  # noqa: F401
     from lbdvd_jax.defocus_map import DefocusMap, EstimatorDomainWarning, pool_neighbours  # noqa: F401
     from lbdvd_jax.depth_surface import DepthSurface, fit_depth_surface  # noqa: F401
     from lbdvd_jax.devices import sharded_map  # noqa: F401
+    from lbdvd_jax.errors import InputError, InputTypeError  # noqa: F401
     from lbdvd_jax.estimator import DefocusEstimator, EstimatorConfig, defocus_from_probs  # noqa: F401
     from lbdvd_jax.estimator_weights import export_estimator, load_estimator  # noqa: F401
     from lbdvd_jax.fields import load_infocus_fields, select_focal_plane, split_fields, tile_fields  # noqa: F401
     from lbdvd_jax.fit import FitResult, fit_defocus  # noqa: F401
     from lbdvd_jax.io import TiffImage, read_tiff, write_tiff  # noqa: F401
-    from lbdvd_jax.model import DelpNet, DelpNetConfig, classify_patches  # noqa: F401
+    from lbdvd_jax.model import Classification, DelpNet, DelpNetConfig, classify_patches  # noqa: F401
     from lbdvd_jax.optics import Optics  # noqa: F401
     from lbdvd_jax.patches import (  # noqa: F401
         extract_patches,

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lbdvd_jax.errors import InputError
+
 __all__ = ["GAIN", "OFFSET", "READ_NOISE", "CameraModel", "add_camera_noise", "bg_mask"]
 
 GAIN = 0.33  #: camera gain in counts per photoelectron (measured on BBBC006, see module doc)
@@ -89,7 +91,7 @@ def add_camera_noise(key, expected_counts, *, gain=GAIN, offset=OFFSET, read_noi
         shot = jax.random.poisson(k_shot, electrons, mu.shape).astype(dtype) - electrons
         noise = gain * shot + read_noise * jax.random.normal(k_read, mu.shape, dtype)
     else:
-        raise ValueError(f"method: got {method!r}, expected 'normal' or 'poisson'")
+        raise InputError(f"method: got {method!r}, expected 'normal' or 'poisson'")
     scale = jnp.sqrt(jnp.clip(1.0 - jnp.asarray(present, dtype), 0.0, 1.0))
     return (mu + scale * noise).astype(dtype)
 

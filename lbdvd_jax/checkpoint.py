@@ -19,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.model import DelpNet, DelpNetConfig
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
@@ -32,15 +33,22 @@ def checkpoint_manager(directory, *, max_to_keep: int = 3) -> ocp.CheckpointMana
     return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep))
 
 
-def save_train_state(mgr: ocp.CheckpointManager, state: dict) -> None:
-    """Save a training state dict at its own step (asynchronously; ``mgr.wait_until_finished()``)."""
-    step = int(state["step"])
+def _as_tree(state):
+    """A NamedTuple state as the dict of its fields (the on-disk layout), a dict as is."""
+    return state._asdict() if hasattr(state, "_asdict") else state
+
+
+def save_train_state(mgr: ocp.CheckpointManager, state) -> None:
+    """Save a training state (a NamedTuple such as `train.TrainState`, or a dict) at its own step
+    (asynchronously; ``mgr.wait_until_finished()``). On disk it is the dict of its fields."""
+    tree = _as_tree(state)
+    step = int(tree["step"])
     if step in mgr.all_steps():
         return
-    mgr.save(step, args=ocp.args.StandardSave(state))
+    mgr.save(step, args=ocp.args.StandardSave(tree))
 
 
-def restore_train_state(mgr: ocp.CheckpointManager, like: dict, *, step: int | None = None) -> dict:
+def restore_train_state(mgr: ocp.CheckpointManager, like, *, step: int | None = None):
     """Restore the training state saved at ``step`` (default latest) with the structure of ``like``.
 
     Args:
@@ -49,7 +57,7 @@ def restore_train_state(mgr: ocp.CheckpointManager, like: dict, *, step: int | N
         step: checkpoint step; None is the latest.
 
     Returns:
-        the restored state dict.
+        the restored state, of the type of ``like``.
 
     Raises:
         FileNotFoundError: no checkpoint in the directory.
@@ -61,11 +69,12 @@ def restore_train_state(mgr: ocp.CheckpointManager, like: dict, *, step: int | N
     if step not in mgr.all_steps():
         raise FileNotFoundError(f"no checkpoint of step {step} in {mgr.directory}; "
                                 f"available steps: {sorted(mgr.all_steps())}.")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _as_tree(like))
     try:
-        return mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+        tree = mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+        return type(like)(**tree) if hasattr(like, "_asdict") else tree
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(
+        raise InputError(
             f"checkpoint {mgr.directory}/{step} does not match this model/optimizer ({e}); "
             "resume with the same DelpNetConfig and TrainConfig preset it was trained with, "
             "or start a new run directory."
@@ -124,16 +133,16 @@ def read_weights(path) -> tuple[DelpNetConfig, dict, dict]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{str(path)!r} is not a readable DelpNet weights file (corrupt or truncated: {e}); "
+        raise InputError(f"{str(path)!r} is not a readable DelpNet weights file (corrupt or truncated: {e}); "
                          "re-export it with export_weights or re-install the package.") from e
     if "__config__" not in arrays:
-        raise ValueError(f"{str(path)!r} has no DelpNet architecture record ('__config__'); it was not written "
+        raise InputError(f"{str(path)!r} has no DelpNet architecture record ('__config__'); it was not written "
                          "by lbdvd_jax.checkpoint.export_weights.")
     try:
         config = DelpNetConfig.from_dict(json.loads(arrays.pop("__config__").tobytes().decode()))
         metadata = json.loads(arrays.pop("__metadata__").tobytes().decode()) if "__metadata__" in arrays else {}
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{str(path)!r} holds an unreadable architecture record ({e}).") from e
+        raise InputError(f"{str(path)!r} holds an unreadable architecture record ({e}).") from e
     return config, arrays, metadata
 
 
@@ -184,12 +193,12 @@ def load_delpnet(path=None, *, config: DelpNetConfig | None = None):
         path = path / "best.npz"
     if _is_estimator_file(path):
         if config is not None:
-            raise ValueError(f"path: {str(path)!r} holds a defocus estimator, not a DelpNet of {config}; "
+            raise InputError(f"path: {str(path)!r} holds a defocus estimator, not a DelpNet of {config}; "
                              "load it without config= or pass DelpNet weights (PAPER_DELPNET)")
         return load_estimator(path)
     stored_config, arrays, metadata = read_weights(path)
     if config is not None and config != stored_config:
-        raise ValueError(f"{str(path)!r} holds another DelpNet architecture: stored {stored_config}, "
+        raise InputError(f"{str(path)!r} holds another DelpNet architecture: stored {stored_config}, "
                          f"expected {config}; load it without config= or pass the matching file.")
     model = DelpNet(stored_config, rngs=nnx.Rngs(0))
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
@@ -199,7 +208,7 @@ def load_delpnet(path=None, *, config: DelpNetConfig | None = None):
     extra = sorted(set(arrays) - set(expected))
     bad = [(k, arrays[k].shape, v.shape) for k, v in expected.items() if k in arrays and arrays[k].shape != v.shape]
     if missing or extra or bad:
-        raise ValueError(
+        raise InputError(
             f"{str(path)!r} does not match the DelpNet architecture it declares "
             f"(missing {missing[:3]}, unexpected {extra[:3]}, shape mismatches {bad[:3]}); "
             "it is a checkpoint of another architecture or was edited; re-export it with export_weights."

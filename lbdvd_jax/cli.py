@@ -35,6 +35,7 @@ from lbdvd_jax.cli_commands import (
     cmd_train,
 )
 from lbdvd_jax.constants import MODES
+from lbdvd_jax.errors import InputError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,14 +43,14 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _add_optics(p):
+def _add_optics(p, pixel_help="pixel size when the TIFF holds none (default 0.65 µm)"):
     p.add_argument("--optics", metavar="FILE", help="the microscope's optics as JSON (`lbdvd calibrate`); "
                    "--wavelength-um/--na/--n override its fields")
     p.add_argument("--wavelength-um", dest="wavelength_um", type=float, help="default 0.451")
     p.add_argument("--na", type=float, help="numerical aperture, default 0.5")
     p.add_argument("--n", type=float, help="immersion refractive index, default 1.0")
     p.add_argument("--pixel-um", dest="pixel_um", type=float, default=0.65,
-                   help="pixel size when the TIFF holds none (default 0.65 µm)")
+                   help=pixel_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,21 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lbdvd-jax {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
-    def common(p, model=True):
+    def common(p, model=True, outputs=True):
         if model:
             p.add_argument("--model", help="estimator or DelpNet weights .npz (default: the shipped "
                            "defocus estimator)")
-        p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+        if outputs:
+            p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
         return p
 
     p = common(sub.add_parser("restore", help="restore TIFF files or folders"))
     p.add_argument("inputs", nargs="+", metavar="IN", help="TIFF files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder (or .tif for one input)")
-    p.add_argument("--mode", choices=MODES, default="dv")
+    p.add_argument("--mode", choices=MODES, default="dv",
+                   help="dv: each patch with the PSF of its estimated defocus (default); di: one PSF "
+                        "everywhere; oracle: levels from --levels; soft: probability-weighted PSFs")
     p.add_argument("--levels", help="level map TIFF for --mode oracle (per patch or per pixel)")
     p.add_argument("--stride", type=int, default=42,
                    help="patch grid step in px, 1..84 (default 42: overlapping patches, triangular montage)")
-    p.add_argument("--weights", choices=("triangular", "rectangular"), default="triangular")
+    p.add_argument("--weights", choices=("triangular", "rectangular"), default="triangular",
+                   help="montage weights of overlapping patches (default triangular, the paper's)")
     p.add_argument("--context", type=int, default=None,
                    help="px of real neighbours around each patch for RL, 0..84 (default 24)")
     p.add_argument("--iterations", type=_iterations, default=None,
@@ -108,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_restore)
 
     p = common(sub.add_parser("predict", help="per-patch defocus levels of one image"))
-    p.add_argument("input", metavar="IN")
+    p.add_argument("input", metavar="IN", help="TIFF image (one plane)")
     p.add_argument("-o", "--output", help="write the level map TIFF here (uint8, 11 = bg)")
     p.add_argument("--stride", type=int, default=42, help="patch grid step in px, 1..84 (default 42)")
     p.add_argument("--z-output", help="write the expected defocus per pixel (µm, float32 TIFF) here")
@@ -117,10 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = common(sub.add_parser("psf", help="write the Eq. 2 PSF stack"), model=False)
-    p.add_argument("-o", "--output", default="psf_stack.tif")
-    p.add_argument("--z-um", dest="z_um", type=float, nargs="+", help="default 0 2 ... 20")
-    p.add_argument("--size", type=int, default=49)
-    _add_optics(p)
+    p.add_argument("-o", "--output", default="psf_stack.tif", help="TIFF stack to write (default psf_stack.tif)")
+    p.add_argument("--z-um", dest="z_um", type=float, nargs="+",
+                   help="defocus values in µm (default the 11 levels 0 2 ... 20)")
+    p.add_argument("--size", type=int, default=49,
+                   help="odd kernel side in px (default 49: 99 %% of the 20 µm PSF's energy; a cut "
+                        "kernel is renormalised, with a warning)")
+    _add_optics(p, pixel_help="pixel size of the PSF's grid in µm (default 0.65)")
     p.set_defaults(func=cmd_psf)
 
     p = common(sub.add_parser("calibrate", help="fit the defocus PSF's optics to a focus pair or a bead; "
@@ -137,36 +145,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = common(sub.add_parser("synth", help="synthetic defocus of an in-focus image"),
                model=False)
-    p.add_argument("input", metavar="IN")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("input", metavar="IN", help="in-focus TIFF (one plane)")
+    p.add_argument("-o", "--output", required=True, help="TIFF to write (the defocused image)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--level", type=int, help="one defocus level 0..10 everywhere")
     g.add_argument("--depth", choices=("tilt",), help="tilted + undulating depth map")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-noise", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the camera noise and depth map (default 0)")
+    p.add_argument("--no-noise", action="store_true", help="blur only: no camera noise")
     _add_optics(p)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train the defocus estimator (--paper-delpnet: the paper's "
                        "DelpNet); `lbdvd train --help` lists the options",
                        add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="the training options (`lbdvd train --help`)")
     p.set_defaults(func=cmd_train)
 
     p = common(sub.add_parser("evaluate", help="Fig. 8: PSNR/SSIM per defocus level"))
-    p.add_argument("-o", "--output", default="fig8.json")
-    p.add_argument("--per-level", type=int, default=45)
-    p.add_argument("--iterations", type=int, default=15)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", default="fig8.json",
+                   help="JSON report of PSNR/SSIM per level and method (default fig8.json)")
+    p.add_argument("--per-level", type=int, default=45,
+                   help="synthetic test crops per defocus level (default 45, as the paper's Fig. 8)")
+    p.add_argument("--iterations", type=int, default=15, help="RL iterations per patch (default 15)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops and the camera noise (default 0)")
     p.add_argument("--no-blind", action="store_true", help="skip blind RL (slow)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = common(sub.add_parser("bench", help="time restore() on a 696x520 image"))
-    p.add_argument("--repeats", type=int, default=5)
+    p = common(sub.add_parser("bench", help="time restore() on a 696x520 image"), outputs=False)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs after the compile (default 5)")
     p.set_defaults(func=cmd_bench)
 
     p = common(sub.add_parser("demo", help="restore the bundled real images"))
-    p.add_argument("-o", "--output", default="lbdvd_output")
+    p.add_argument("-o", "--output", default="lbdvd_output",
+                   help="output folder for the restored TIFFs, summary and figure (default lbdvd_output)")
     p.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -236,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("lbdvd: interrupted\n")
         return 130
-    except (UsageError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
-            NotADirectoryError, ValueError, TypeError) as err:
+    except (UsageError, InputError, FileNotFoundError, FileExistsError, PermissionError,
+            IsADirectoryError, NotADirectoryError) as err:  # anything else is a bug: traceback
         if debug:
             raise
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -26,30 +25,18 @@ __all__ = ["cmd_bench", "cmd_calibrate", "cmd_demo", "cmd_evaluate", "cmd_predic
            "cmd_synth", "cmd_train"]
 
 
-class Progress:
-    """A minimal stderr progress bar (silent when `enabled` is False or stderr is not a TTY)."""
+def progress_bar(total: int, label: str, *, quiet: bool, file=None):
+    """A tqdm bar on stderr (rate, ETA; off with --quiet, and by tqdm itself when stderr is not a
+    terminal, so logs and pipes stay clean)."""
+    from tqdm import tqdm
 
-    def __init__(self, total: int, label: str, *, enabled: bool = True):
-        self.total, self.label, self.done = max(int(total), 1), label, 0
-        self.enabled = enabled
-        self.start = time.perf_counter()
-
-    def update(self, n: int = 1, note: str = ""):
-        self.done += n
-        if not self.enabled:
-            return
-        frac = min(self.done / self.total, 1.0)
-        bar = "#" * int(24 * frac) + "-" * (24 - int(24 * frac))
-        sys.stderr.write(f"\r{self.label} [{bar}] {self.done}/{self.total} "
-                         f"{time.perf_counter() - self.start:5.1f}s {note}"[:110].ljust(110))
-        if self.done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    return tqdm(total=max(int(total), 1), desc=label, disable=True if quiet else None,
+                file=file if file is not None else sys.stderr, dynamic_ncols=True, leave=True)
 
 
 def _load_model(args):
-    from lbdvd_jax.demo import _load_model as load
-    return load(getattr(args, "model", None))[0]
+    from lbdvd_jax.checkpoint import load_delpnet
+    return load_delpnet(getattr(args, "model", None))
 
 
 def _optics(args):
@@ -136,14 +123,14 @@ def cmd_restore(args) -> int:
     if args.levels is not None:
         oracle = io.read_tiff(args.levels).data
     model = _load_model(args) if args.mode in ("dv", "soft") else None
-    bar = Progress(sum(_planes(i.data).shape[0] for i in images), "images ",
-                   enabled=not args.quiet and sys.stderr.isatty())
+    bar = progress_bar(sum(_planes(i.data).shape[0] for i in images), "images", quiet=args.quiet)
     for src, img, dst in zip(inputs, images, outputs):
-        patches = Progress(1, "  patches", enabled=not args.quiet and sys.stderr.isatty())
+        patches = progress_bar(1, f"  {src.name}", quiet=args.quiet)
 
         def on_patches(done, total, patches=patches):
-            patches.total = total
-            patches.update(done - patches.done, note=src.name)
+            if patches.total != total:
+                patches.total = total
+            patches.update(done - patches.n)
         planes = _planes(img.data).astype(np.float32)
         planes = planes[0] if planes.shape[0] == 1 else planes
         result = restore(planes, model=model, optics=optics, mode=args.mode, levels=oracle,
@@ -154,7 +141,9 @@ def cmd_restore(args) -> int:
         dst.parent.mkdir(parents=True, exist_ok=True)
         io.write_tiff(dst, np.asarray(result.image).reshape(img.data.shape), like=img,
                       overwrite=args.overwrite)
-        bar.update(1 if planes.ndim == 2 else planes.shape[0], note=src.name)
+        patches.close()
+        bar.update(1 if planes.ndim == 2 else planes.shape[0])
+    bar.close()
     print(f"restored {len(inputs)} file(s) into {outputs[0].parent.resolve()}")
     return 0
 
@@ -247,13 +236,20 @@ def cmd_calibrate(args) -> int:
 
 def cmd_psf(args) -> int:
     from lbdvd_jax import io
-    from lbdvd_jax.psf import DEFOCUS_LEVELS_UM, psf_stack
+    from lbdvd_jax.psf import DEFOCUS_LEVELS_UM, kernel_size_for, psf_stack
 
     out = pathlib.Path(args.output)
     if out.exists() and not args.overwrite:
         raise UsageError(f"-o: {str(out)!r} exists; pass --overwrite or choose another output")
     optics = _optics(args).replace(pixel_um=args.pixel_um)
     z = DEFOCUS_LEVELS_UM if args.z_um is None else tuple(args.z_um)
+    if args.size < 3 or args.size % 2 == 0:
+        raise UsageError(f"--size: got {args.size}, expected an odd number of px >= 3")
+    need = kernel_size_for(optics, max(abs(v) for v in z))
+    if args.size < need:
+        warnings.warn(f"--size {args.size} cuts the {max(abs(v) for v in z):g} µm PSF (99 % of its energy "
+                      f"needs {need} px) and the cut kernel is renormalised to sum 1: pass --size {need}",
+                      UserWarning, stacklevel=1)
     stack = np.asarray(psf_stack(optics, z, size=args.size), np.float32)
     io.write_tiff(out, stack, pixel_um=args.pixel_um, overwrite=args.overwrite)
     peaks = ", ".join(f"{zz:g}µm:{p:.3f}" for zz, p in zip(z, stack.max(axis=(1, 2))))
@@ -263,7 +259,7 @@ def cmd_psf(args) -> int:
 
 def cmd_synth(args) -> int:
     from lbdvd_jax import io
-    from lbdvd_jax.demo import synthesize_defocus
+    from lbdvd_jax.synthesis import synthesize_defocus
 
     _check_ranges(args)
     if args.level is None and args.depth is None:

@@ -230,7 +230,7 @@ def _restore_file(src, dst, options, overwrite):
     import warnings
 
     from lbdvd_jax import io
-    from lbdvd_jax.demo import _load_model
+    from lbdvd_jax.checkpoint import load_delpnet
     from lbdvd_jax.optics import Optics
     from lbdvd_jax.pipeline import restore
 
@@ -239,7 +239,7 @@ def _restore_file(src, dst, options, overwrite):
             warnings.simplefilter("ignore")
             img = io.read_tiff(src, default_pixel_um=options["pixel_um"])
             data = np.asarray(img.data, np.float32)
-            model = _load_model(options["model"])[0] if options["mode"] in ("dv", "soft") else None
+            model = load_delpnet(options["model"]) if options["mode"] in ("dv", "soft") else None
             result = restore(data, model=model, optics=Optics(**options["optics"]), mode=options["mode"],
                              stride=options["stride"], num_iter=options["iterations"],
                              defocus=options["defocus"], pool=options["pool"])

@@ -28,7 +28,8 @@ import numpy as np
 
 from lbdvd_jax.blocks import BlockSetup, block_slices, halo, max_slots, merge_chunks, restore_block
 from lbdvd_jax.constants import NUM_LEVELS, PATCH_SIZE
-from lbdvd_jax.defocus_map import ImageStats, defocus_map, patch_probabilities
+from lbdvd_jax.defocus_map import ImageStats, defocus_map, judging_window, patch_probabilities, window_corners
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import DEFAULT_CONTEXT, patch_grid
 from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM
@@ -74,8 +75,9 @@ class DaskRestoration(NamedTuple):
 # ----------------------------------------------------------------------------- pass 1
 
 
-def _classify_block(slab, origins_local, model, batch_size):
-    return patch_probabilities(slab, origins_local, model=model, batch_size=batch_size)
+def _classify_block(slab, origins, model, batch_size, shape, offset):
+    return patch_probabilities(slab, origins, model=model, batch_size=batch_size, image_shape=shape,
+                               offset=offset)
 
 
 def _block_summary(block, integer):
@@ -112,6 +114,7 @@ def _plan_plane(plane, *, model, origins, stride, pool, mode, num_iter, num_psfs
     cols_s = np.unique(origins[:, 1])
     ncols = len(cols_s)
     integer = np.issubdtype(plane.dtype, np.integer) and plane.dtype.itemsize <= 2
+    window = judging_window(model)
     tasks, index = [], []
     rchunks, cchunks = plane.chunks
     for r0, r1 in block_slices(h, rchunks):
@@ -121,10 +124,12 @@ def _plan_plane(plane, *, model, origins, stride, pool, mode, num_iter, num_psfs
             summary = dask.delayed(_block_summary)(plane[r0:r1, c0:c1], integer)
             probs = None
             if mode in ("dv", "soft") and len(ri) and len(ci):
-                sr0, sc0 = int(rows_s[ri[0]]), int(cols_s[ci[0]])
-                sr1, sc1 = int(rows_s[ri[-1]]) + PATCH_SIZE, int(cols_s[ci[-1]]) + PATCH_SIZE
-                local = np.array([(rows_s[i] - sr0, cols_s[j] - sc0) for i in ri for j in ci], np.int32)
-                probs = dask.delayed(_classify_block)(plane[sr0:sr1, sc0:sc1], local, model, batch_size)
+                found = np.array([(rows_s[i], cols_s[j]) for i in ri for j in ci], np.int32)
+                corners = window_corners(found, (h, w), window)  # the patches' judging windows
+                sr0, sc0 = int(corners[:, 0].min()), int(corners[:, 1].min())
+                sr1, sc1 = min(int(corners[:, 0].max()) + window, h), min(int(corners[:, 1].max()) + window, w)
+                probs = dask.delayed(_classify_block)(plane[sr0:sr1, sc0:sc1], found, model, batch_size,
+                                                      (h, w), (sr0, sc0))
                 index.append((ri, ci))
             tasks.append((summary, probs))
     results = dask.compute(tasks, scheduler=scheduler)[0]
@@ -189,10 +194,10 @@ def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels
 
     arr = da.asarray(array)
     if arr.ndim not in (2, 3):
-        raise ValueError(f"array: expected (H, W) or (B, H, W), got shape {arr.shape}; select one "
+        raise InputError(f"array: expected (H, W) or (B, H, W), got shape {arr.shape}; select one "
                          "channel / time point first")
     if arr.dtype.kind not in "uif":
-        raise ValueError(f"array: dtype {arr.dtype} is not numeric; pass counts (uint8/uint16/float)")
+        raise InputError(f"array: dtype {arr.dtype} is not numeric; pass counts (uint8/uint16/float)")
     planes = arr if arr.ndim == 3 else arr[None]
     h, w = planes.shape[-2:]
     context = DEFAULT_CONTEXT if context is None else int(context)

@@ -28,6 +28,7 @@ import numpy as np
 
 from lbdvd_jax.camera import GAIN, OFFSET, READ_NOISE, CameraModel, add_camera_noise, bg_mask
 from lbdvd_jax.constants import BG_LABEL, COUNT_SCALE, PATCH_SIZE
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.fields import load_infocus_fields, select_focal_plane, split_fields, tile_fields
 from lbdvd_jax.phantoms import PHANTOM_KINDS, phantoms
 from lbdvd_jax.validate import is_concrete
@@ -60,14 +61,14 @@ def _blur_valid(window, otf, *, patch):
 
 def _check_sources(fields, psfs, patch):
     if fields.ndim != 3 or fields.shape[0] < 1:
-        raise ValueError(f"fields: got shape {fields.shape}, expected (F, H, W) with F >= 1; "
+        raise InputError(f"fields: got shape {fields.shape}, expected (F, H, W) with F >= 1; "
                          "load them with load_infocus_fields")
     if psfs.ndim != 3 or psfs.shape[1] != psfs.shape[2]:
-        raise ValueError(f"psfs: got shape {psfs.shape}, expected (levels, k, k), e.g. "
+        raise InputError(f"psfs: got shape {psfs.shape}, expected (levels, k, k), e.g. "
                          "psf_stack(Optics(), size=49)")
     window = patch + psfs.shape[-1] - 1
     if min(fields.shape[1:]) < window:
-        raise ValueError(f"fields: {fields.shape[1]}x{fields.shape[2]} is smaller than the "
+        raise InputError(f"fields: {fields.shape[1]}x{fields.shape[2]} is smaller than the "
                          f"{window}x{window} window a {patch}px patch and {psfs.shape[-1]}px PSF need; "
                          "use larger fields or tiles, or a smaller PSF size")
     return window
@@ -175,7 +176,7 @@ def defocus_crops(key, field, psfs, levels, *, num_crops=20, patch=PATCH, augmen
     if not jnp.issubdtype(field.dtype, jnp.floating):
         field = field.astype(jnp.float32)
     if field.ndim != 2:
-        raise ValueError(f"field: got shape {field.shape}, expected (H, W)")
+        raise InputError(f"field: got shape {field.shape}, expected (H, W)")
     psfs = jnp.asarray(psfs, field.dtype)
     window = _check_sources(field[None], psfs, patch)
     opts = {**_DEFAULTS, **kwargs}
@@ -185,7 +186,7 @@ def defocus_crops(key, field, psfs, levels, *, num_crops=20, patch=PATCH, augmen
     if positions is not None:
         positions = jnp.asarray(positions, jnp.int32)
         if positions.shape != (lv.shape[0], 2):
-            raise ValueError(f"positions: got shape {positions.shape}, expected {(lv.shape[0], 2)} "
+            raise InputError(f"positions: got shape {positions.shape}, expected {(lv.shape[0], 2)} "
                              "(one (y, x) window corner per crop)")
     windows = _field_windows(u, field[None], jnp.zeros_like(lv), window=window, positions=positions)
     return _render(k_r, u, windows, lv, psfs, 1.0, patch=patch, augment=augment, noise=noise, **opts)
@@ -240,21 +241,21 @@ def synth_batch(key, fields, psfs, *, batch_size=128, augment=True, phantom_frac
     psfs = jnp.asarray(psfs, fields.dtype)
     window = _check_sources(fields, psfs, patch)
     if not 0.0 <= phantom_fraction <= 1.0:
-        raise ValueError(f"phantom_fraction: got {phantom_fraction!r}, expected a number in [0, 1]")
+        raise InputError(f"phantom_fraction: got {phantom_fraction!r}, expected a number in [0, 1]")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: got {batch_size!r}, expected a positive Python int")
+        raise InputError(f"batch_size: got {batch_size!r}, expected a positive Python int")
     n_ph = int(round(phantom_fraction * batch_size))
     k_u, k_ph, k_r = jax.random.split(key, 3)
     u = jax.random.uniform(k_u, (batch_size, 8))
     if level_mask is not None:
         if np.shape(level_mask) != (fields.shape[0], psfs.shape[0]):
-            raise ValueError(f"level_mask: got shape {np.shape(level_mask)}, expected "
+            raise InputError(f"level_mask: got shape {np.shape(level_mask)}, expected "
                              f"{(fields.shape[0], psfs.shape[0])} (fields x levels)")
         if levels is not None and is_concrete(level_mask) and is_concrete(levels):
             held = np.asarray(level_mask, bool).any(axis=0)
             missing = sorted(set(np.asarray(levels).ravel().tolist()) - set(np.flatnonzero(held).tolist()))
             if missing:
-                raise ValueError(f"levels: level(s) {missing} have no field allowed by level_mask; "
+                raise InputError(f"levels: level(s) {missing} have no field allowed by level_mask; "
                                  "request only levels the mask holds (level_mask.any(axis=0))")
     lv, fidx = _sample_levels_fields(u, fields.shape[0], psfs.shape[0], level_mask, levels)
     windows = _field_windows(u[: batch_size - n_ph], fields, fidx[: batch_size - n_ph], window=window)

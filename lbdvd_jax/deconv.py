@@ -15,12 +15,15 @@ References:
     restoration algorithms," Appl. Opt. 36 (1997) (the blind alternation, Matlab deconvblind).
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.validate import check_image, check_psf
 
-__all__ = ["blind_richardson_lucy", "fast_fft_size", "richardson_lucy"]
+__all__ = ["BlindDeconvolution", "blind_richardson_lucy", "fast_fft_size", "richardson_lucy"]
 
 _EPS = 1e-12  # same magnitude as scikit-image's RL regulariser; representable in float32
 
@@ -51,7 +54,7 @@ def _fft_shape(image_shape, psf_shape, fft_shape):
         return tuple(fast_fft_size(n) for n in need)
     fft_shape = tuple(int(s) for s in fft_shape)
     if len(fft_shape) != 2 or any(f < n for f, n in zip(fft_shape, need)):
-        raise ValueError(f"fft_shape must be two sizes >= image size + psf size // 2 = {need!r} "
+        raise InputError(f"fft_shape must be two sizes >= image size + psf size // 2 = {need!r} "
                          f"to avoid wrap-around; got {fft_shape!r}. Fix: leave fft_shape=None.")
     return fft_shape
 
@@ -118,7 +121,7 @@ def richardson_lucy(image, psf, *, num_iter=15, eps=_EPS, fft_shape=None, stop=N
     psf = check_psf(psf, "psf").astype(image.dtype)
     num_iter = int(num_iter)
     if num_iter < 0:
-        raise ValueError(f"num_iter must be >= 0; got {num_iter!r}.")
+        raise InputError(f"num_iter must be >= 0; got {num_iter!r}.")
     shape = _fft_shape(image.shape, psf.shape, fft_shape)
     otf = _otf(psf, shape)
     if stop is None:
@@ -127,6 +130,13 @@ def richardson_lucy(image, psf, *, num_iter=15, eps=_EPS, fft_shape=None, stop=N
     return jax.lax.fori_loop(
         0, num_iter, lambda i, est: jnp.where(i < stop, _rl_step(image, est, otf, shape, eps), est),
         image)
+
+
+class BlindDeconvolution(NamedTuple):
+    """`blind_richardson_lucy`'s result (unpacks as a pair): the image and the PSF estimate."""
+
+    image: jax.Array
+    psf: jax.Array
 
 
 def blind_richardson_lucy(image, psf0, *, num_iter=15, psf_iter=1, eps=_EPS, fft_shape=None):
@@ -146,7 +156,8 @@ def blind_richardson_lucy(image, psf0, *, num_iter=15, psf_iter=1, eps=_EPS, fft
         fft_shape: static padded FFT size, as in :func:`richardson_lucy`.
 
     Returns:
-        ``(estimate, psf)``: the (H, W) image and the (kh, kw) PSF, dtype of ``image``.
+        `BlindDeconvolution(image, psf)`: the (H, W) image and the (kh, kw) PSF estimates,
+        dtype of ``image``.
     """
     image = check_image(image, "image")
     psf0 = check_psf(psf0, "psf0").astype(image.dtype)
@@ -172,4 +183,4 @@ def blind_richardson_lucy(image, psf0, *, num_iter=15, psf_iter=1, eps=_EPS, fft
         est = _rl_step(image, est, _otf(psf, shape), shape, eps)
         return jax.lax.fori_loop(0, psf_iter, psf_step, (est, psf))
 
-    return jax.lax.fori_loop(0, num_iter, outer, (image, psf0))
+    return BlindDeconvolution(*jax.lax.fori_loop(0, num_iter, outer, (image, psf0)))

@@ -21,9 +21,10 @@ from typing import NamedTuple
 import numpy as np
 
 from lbdvd_jax.constants import BG_LABEL, NUM_LEVELS, PATCH_SIZE
+from lbdvd_jax.errors import InputError, InputTypeError
 
 __all__ = ["DefocusMap", "EstimatorDomainWarning", "ImageStats", "defocus_map", "domain_report", "image_stats",
-           "patch_probabilities", "pool_neighbours", "predict_defocus"]
+           "judging_window", "patch_probabilities", "pool_neighbours", "predict_defocus", "window_corners"]
 
 
 class EstimatorDomainWarning(UserWarning):
@@ -71,9 +72,9 @@ def pool_neighbours(probs, *, sigma: float = 1.0, radius: int = 1):
     """
     probs = np.asarray(probs, np.float64)
     if probs.ndim != 3 or probs.shape[-1] != NUM_LEVELS + 1:
-        raise ValueError(f"probs: got shape {probs.shape}, expected (rows, cols, {NUM_LEVELS + 1})")
+        raise InputError(f"probs: got shape {probs.shape}, expected (rows, cols, {NUM_LEVELS + 1})")
     if sigma <= 0 or radius < 0:
-        raise ValueError(f"sigma, radius: got {sigma!r}, {radius!r}; expected sigma > 0, radius >= 0")
+        raise InputError(f"sigma, radius: got {sigma!r}, {radius!r}; expected sigma > 0, radius >= 0")
     levels, bg = probs[..., :NUM_LEVELS], probs[..., NUM_LEVELS]
     logp = np.log(np.maximum(levels / np.maximum(levels.sum(-1, keepdims=True), 1e-30), 1e-12))
     weight = _certainty(levels) * (1.0 - bg) + 1e-6
@@ -150,24 +151,75 @@ def _probabilities(model, windows, batch_size):
     if isinstance(model, (DefocusEstimator, DelpNet)):
         return classify_patches(model, windows, batch_size=batch_size)[1]
     if not callable(model):
-        raise TypeError(f"model: got {type(model).__name__}; pass load_delpnet(), a DelpNet, or a "
+        raise InputTypeError(f"model: got {type(model).__name__}; pass load_delpnet(), a DelpNet, or a "
                         "callable (n, 84, 84) patches -> (n, 12) probabilities")
     probs = np.asarray(model(windows), np.float32)
     if probs.shape != (len(windows), NUM_LEVELS + 1):
-        raise ValueError(f"model: the callable returned shape {probs.shape}, expected "
+        raise InputError(f"model: the callable returned shape {probs.shape}, expected "
                          f"{(len(windows), NUM_LEVELS + 1)} probabilities")
     return probs
 
 
-def patch_probabilities(image, origins, *, model, batch_size: int = 256):
-    """(n, 12) own (unpooled) probabilities of the 84-px patches of `image` at `origins`."""
+def judging_window(model) -> int:
+    """Side in px of the window `model` judges a grid patch from (84 unless it was trained on
+    wider windows: `EstimatorConfig.window`)."""
+    config = getattr(model, "config", None)
+    return int(getattr(config, "window", PATCH_SIZE)) if config is not None else PATCH_SIZE
+
+
+def window_corners(origins, image_shape, window: int):
+    """(n, 2) corners of the `window`-px windows that judge the 84-px patches at `origins`.
+
+    Each window is centred on its patch and shifted inwards at the image border, so that it
+    holds only real pixels; an axis shorter than the window starts at 0 (it is padded, see
+    `patch_probabilities`). The same patch gets the same window in a whole image and in any
+    block of it (the corners depend only on the image shape).
+    """
+    m = (window - PATCH_SIZE) // 2
+    o = np.asarray(origins, np.int64) - m
+    out = np.empty_like(o)
+    for ax in range(2):
+        n = int(image_shape[ax])
+        out[:, ax] = np.clip(o[:, ax], 0, n - window) if n >= window else 0
+    return out
+
+
+def patch_probabilities(image, origins, *, model, batch_size: int = 256, image_shape=None, offset=(0, 0)):
+    """(n, 12) own (unpooled) probabilities of the 84-px patches at `origins`.
+
+    A model trained on wider windows (`judging_window`) sees each patch with its neighbours
+    (`window_corners`); an image axis shorter than the window is reflected to its size.
+
+    Args:
+        image: (h, w) image, or a slab of a larger one (then `image_shape` is the whole
+            image's shape and `offset` the slab's corner in it; the slab must hold every
+            window: `window_corners` of the whole image).
+        origins: (n, 2) patch corners in the whole image.
+        model, batch_size: as `predict_defocus`.
+    """
     from lbdvd_jax.patches import gather_windows
 
     img = np.asarray(image, np.float32)
+    shape = img.shape if image_shape is None else tuple(int(v) for v in image_shape)
+    w = judging_window(model)
+    corners = window_corners(origins, shape, w) - np.asarray(offset, np.int64)
+    pads = [(0, 0), (0, 0)]
+    for ax in range(2):
+        if shape[ax] < w:  # a short axis: the slab holds all of it; reflect it to the window
+            if img.shape[ax] != shape[ax]:
+                raise InputError(f"image: a slab must hold the whole axis {ax} shorter than the "
+                                 f"{w}-px judging window")
+            before = (w - shape[ax]) // 2
+            pads[ax] = (before, w - shape[ax] - before)
+    if any(pads[0] + pads[1]):
+        img = np.pad(img, pads, mode="symmetric")
+    if corners.size and (corners.min() < 0 or (corners + w > np.asarray(img.shape)).any()):
+        raise InputError("image: the slab does not hold every judging window; take it from "
+                         "window_corners(origins, image_shape, window)")
     probs = np.empty((len(origins), NUM_LEVELS + 1), np.float32)
     for s in range(0, len(origins), batch_size * 4):
-        part = origins[s:s + batch_size * 4]
-        windows = np.asarray(gather_windows(img, part, PATCH_SIZE))
+        part = corners[s:s + batch_size * 4]
+        windows = np.asarray(gather_windows(img, part, w))
         probs[s:s + len(part)] = _probabilities(model, windows, batch_size)
     return probs
 

@@ -16,18 +16,21 @@ never replaced unless `overwrite=True` (`--overwrite`), and the check happens be
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import pathlib
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.data import OFFSET, add_camera_noise
-from lbdvd_jax.optics import Optics
-from lbdvd_jax.psf import psf_stack
+from lbdvd_jax.synthesis import (  # noqa: F401 (re-exported: the demo's building blocks)
+    blur_same_reflect,
+    bundled_path,
+    depth_variant_blur,
+    synthesize_defocus,
+    tilted_depth_map,
+    true_patch_levels,
+)
 
 OUTPUT_FILES = (
     "real_z00_input.tif", "real_z00_dv.tif", "real_z00_di.tif", "real_z00_levels.tif",
@@ -36,119 +39,80 @@ OUTPUT_FILES = (
 )
 
 
-def bundled_path(name: str) -> pathlib.Path:
-    """Path of a bundled demo image: 'a01_infocus.tif' or 'a01_z00.tif'."""
-    return pathlib.Path(str(importlib.resources.files("lbdvd_jax") / "data" / name))
+SCALE_BAR_UM = 50.0  #: length of the figure's scale bar
 
 
-def tilted_depth_map(shape, *, z_max_um: float = 20.0, seed: int = 0) -> np.ndarray:
-    """A tilted plane plus a smooth undulation, clipped to [0, z_max_um] µm.
-
-    Args:
-      shape: (H, W).
-      z_max_um: largest defocus in µm (keyword-only).
-      seed: phase of the undulation (keyword-only).
-
-    Returns:
-      float32 array (H, W) of defocus distances in µm.
-    """
-    h, w = shape
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    phase = np.random.default_rng(seed).uniform(0, 2 * np.pi, 2)
-    tilt = 0.05 + 0.9 * x / max(w - 1, 1)
-    wave = 0.12 * np.sin(2 * np.pi * y / (0.9 * h) + phase[0]) * np.cos(np.pi * x / w + phase[1])
-    return (z_max_um * np.clip(tilt + wave, 0.0, 1.0)).astype(np.float32)
+def display_stretch(img, lo, hi):
+    """Square-root display stretch between the reference's 0.5 and 99.8 percentiles: dim nuclei
+    stay visible beside bright ones (a linear stretch leaves them black)."""
+    return np.sqrt(np.clip((np.asarray(img, np.float32) - lo) / max(hi - lo, 1e-12), 0.0, 1.0))
 
 
-def blur_same_reflect(image, kernel):
-    """'same'-size FFT convolution of `image` with an odd `kernel`, borders reflected."""
-    r = kernel.shape[-1] // 2
-    padded = jnp.pad(image, r, mode="symmetric")
-    return jax.scipy.signal.fftconvolve(padded, kernel, mode="valid")
+def demo_figure(rows, *, pixel_um: float = 0.65):
+    """The demo figure (a matplotlib `Figure`; no pyplot, so a notebook's backend is left alone).
 
-
-def depth_variant_blur(image, depth_um, *, optics=Optics(), size: int = 49,
-                       offset: float = 0.0):
-    """Blurs each object pixel with the Eq. 2 PSF of its own depth (linear in z between levels).
-
-    out = offset + sum_k h_k * (w_k(z) (image - offset)), with w_k the linear interpolation
-    weights of z between the 2-µm levels; borders are reflected.
+    One row per case, columns: input | estimated defocus | true defocus | restored (DV) |
+    in-focus reference. Image panels carry their PSNR against the reference in the title, a
+    square-root grey stretch and a scale bar; depth panels are in µm (bg patches blank), the
+    true depth only where it is known (the synthetic case).
 
     Args:
-      image: (H, W) in-focus image in counts.
-      depth_um: (H, W) defocus in µm, within [0, 20].
-      optics: `Optics` (keyword-only).
-      size: odd kernel size (keyword-only, static).
-      offset: camera offset in counts, kept out of the blur (keyword-only).
-    """
-    image = jnp.asarray(image, jnp.float32)
-    psfs = psf_stack(optics, size=size).astype(image.dtype)
-    level = jnp.clip(jnp.asarray(depth_um, image.dtype) / 2.0, 0.0, psfs.shape[0] - 1.0)
-    signal = image - offset
-    out = jnp.zeros_like(image)
-    for k in range(psfs.shape[0]):
-        weight = jnp.clip(1.0 - jnp.abs(level - k), 0.0, 1.0)
-        out = out + blur_same_reflect(signal * weight, psfs[k])
-    return out + offset
-
-
-def synthesize_defocus(image, *, optics=Optics(), level: int | None = None, seed: int = 0,
-                       noise: bool = True):
-    """Synthetic defocus of an in-focus image: one level everywhere, or the tilted depth map.
-
-    Camera noise is `lbdvd_jax.data.add_camera_noise` (Poisson photoelectrons above the 100-count
-    offset, gain 0.33, read noise), less the part the blurred real field still carries.
+        rows: list of dicts with keys name, input, input_psnr, depth_um ((rows, cols) or (H, W)
+            estimated defocus in µm, NaN = bg), true_depth_um ((H, W) or None), restored,
+            restored_psnr, reference.
+        pixel_um: pixel size for the scale bar (keyword-only).
 
     Returns:
-      (blurred image float32 (H, W), depth map in µm (H, W)).
+        the `Figure`, or None when matplotlib is not installed.
     """
-    image = np.asarray(image, np.float32)
-    if level is None:
-        depth = tilted_depth_map(image.shape, seed=seed)
-    else:
-        depth = np.full(image.shape, 2.0 * level, np.float32)
-    blurred = depth_variant_blur(image, depth, optics=optics, offset=OFFSET)
-    if noise:
-        # the real field already carries camera noise, and blurring keeps sum(psf^2) of it
-        psfs = psf_stack(optics, size=49)
-        kept = jnp.sum(psfs**2, axis=(1, 2))
-        lev = jnp.clip(jnp.asarray(depth) / 2.0, 0.0, 10.0)
-        present = jnp.interp(lev, jnp.arange(11.0), kept)
-        blurred = jnp.round(add_camera_noise(jax.random.PRNGKey(seed), blurred, present=present))
-    return np.asarray(blurred, np.float32), depth
-
-
-def save_figure(path, rows, *, titles=("input", "level map", "restored (DV)", "reference")):
-    """Writes the demo figure: one row per case, columns input | level map | restored | reference.
-
-    Args:
-      path: PNG path (written atomically).
-      rows: list of (name, input, level map (rows, cols) or (H, W), restored, reference).
-      titles: column titles (keyword-only).
-
-    Returns:
-      The path, or None when matplotlib is not installed.
-    """
-    try:  # the object API: no pyplot, so a notebook user's backend is left alone
+    try:
         from matplotlib.figure import Figure
+        from matplotlib.patches import Rectangle
     except ImportError:
         return None
-    fig = Figure(figsize=(16, 3.4 * len(rows)))
-    axes = fig.subplots(len(rows), 4, squeeze=False)
-    for r, (name, inp, lev, out, ref) in enumerate(rows):
+    fig = Figure(figsize=(19, 3.6 * len(rows)))
+    axes = fig.subplots(len(rows), 5, squeeze=False)
+    bar_px = SCALE_BAR_UM / pixel_um
+    for r, row in enumerate(rows):
+        ref = np.asarray(row["reference"], np.float32)
         lo, hi = np.percentile(ref, [0.5, 99.8])
-        for c, (img, title) in enumerate(zip((inp, lev, out, ref), titles)):
+        h, w = ref.shape
+        panels = [("input", row["input"], f"{row['input_psnr']:.2f} dB"),
+                  ("estimated defocus", row["depth_um"], None),
+                  ("true defocus", row.get("true_depth_um"), None),
+                  ("restored (DV)", row["restored"], f"{row['restored_psnr']:.2f} dB"),
+                  ("in-focus reference", ref, None)]
+        for c, (title, img, score) in enumerate(panels):
             ax = axes[r, c]
-            if c == 1:
-                shown = np.ma.masked_equal(np.asarray(lev), 11)
-                im = ax.imshow(shown, cmap="viridis", vmin=0, vmax=10, interpolation="nearest",
-                               extent=(0, inp.shape[1], inp.shape[0], 0))
-                fig.colorbar(im, ax=ax, fraction=0.035, label="level (x2 µm); blank = bg")
-            else:
-                ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
-            ax.set_title(f"{name}: {title}" if c == 0 else title, fontsize=9)
             ax.set_axis_off()
-    fig.tight_layout()
+            if c in (1, 2):
+                if img is None:
+                    ax.text(0.5, 0.5, "not known\n(real data)", ha="center", va="center",
+                            transform=ax.transAxes, fontsize=10, color="0.4")
+                    ax.set_title(title, fontsize=10)
+                    continue
+                shown = np.ma.masked_invalid(np.asarray(img, np.float32))
+                im = ax.imshow(shown, cmap="viridis", vmin=0, vmax=20, interpolation="nearest",
+                               extent=(0, w, h, 0))
+                fig.colorbar(im, ax=ax, fraction=0.035, label="defocus (µm); blank = bg")
+            else:
+                ax.imshow(display_stretch(img, lo, hi), cmap="gray", vmin=0, vmax=1)
+                ax.add_patch(Rectangle((0.04 * w, 0.93 * h), bar_px, 0.015 * h, color="white"))
+                ax.text(0.04 * w + bar_px / 2, 0.90 * h, f"{SCALE_BAR_UM:g} µm", color="white",
+                        ha="center", va="bottom", fontsize=8)
+            label = f"{row['name']}: {title}" if c == 0 else title
+            ax.set_title(label + (f" — PSNR {score}" if score else ""), fontsize=10)
+    fig.text(0.5, 0.002, "grey panels: square-root stretch between the reference's 0.5 and 99.8 "
+             "percentiles; PSNR against the in-focus reference (peak 65535)", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    return fig
+
+
+def save_figure(path, rows, *, pixel_um: float = 0.65):
+    """Writes `demo_figure(rows)` to `path` (PNG, atomically); None when matplotlib is missing."""
+    fig = demo_figure(rows, pixel_um=pixel_um)
+    if fig is None:
+        return None
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=80)
@@ -185,11 +149,10 @@ def _scores(reference, image):
             "ssim": round(float(ssim(ref, jnp.asarray(image, jnp.float32), data_range=rng)), 4)}
 
 
-def true_patch_levels(depth_um, origins, *, patch: int = 84):
-    """Oracle labels: the depth at each patch centre, rounded to the nearest 2-µm level."""
-    cy = np.minimum(origins[:, 0] + patch // 2, depth_um.shape[0] - 1)
-    cx = np.minimum(origins[:, 1] + patch // 2, depth_um.shape[1] - 1)
-    return np.clip(np.rint(np.asarray(depth_um)[cy, cx] / 2.0), 0, 10).astype(np.int32)
+def _patch_depth(restoration):
+    """(rows, cols) estimated defocus in µm of a `Restoration` (level x 2 µm; NaN = bg)."""
+    lev = np.asarray(restoration.levels, np.float32)
+    return np.where(lev == 11, np.nan, 2.0 * lev)
 
 
 def run_demo(output="lbdvd_output", *, overwrite: bool = False, model_path=None,
@@ -232,7 +195,9 @@ def run_demo(output="lbdvd_output", *, overwrite: bool = False, model_path=None,
     save("real_z00_di.tif", np.asarray(di.image), like=real)
     lev_a = level_map_pixels(dv.levels, z00.shape).astype(np.uint8)
     save("real_z00_levels.tif", lev_a)
-    rows.append(("real z=00", z00, dv.levels, np.asarray(dv.image), ref))
+    rows.append({"name": "real z=00", "input": z00, "input_psnr": case["input"]["psnr_db"],
+                 "depth_um": _patch_depth(dv), "true_depth_um": None, "restored": np.asarray(dv.image),
+                 "restored_psnr": case["dv"]["psnr_db"], "reference": ref})
 
     # (b) synthetic depth-variant defocus of the in-focus field
     print_fn("(b) the same in-focus field, defocused synthetically with a tilted + undulating "
@@ -256,7 +221,10 @@ def run_demo(output="lbdvd_output", *, overwrite: bool = False, model_path=None,
     for m in ("dv", "di", "oracle"):
         save(f"synthetic_{m}.tif", np.asarray(res[m].image), like=like)
     save("synthetic_levels.tif", level_map_pixels(res["dv"].levels, ref.shape).astype(np.uint8))
-    rows.append(("synthetic tilt", synth, res["dv"].levels, np.asarray(res["dv"].image), ref))
+    rows.append({"name": "synthetic tilt", "input": synth, "input_psnr": case["input"]["psnr_db"],
+                 "depth_um": _patch_depth(res["dv"]), "true_depth_um": depth,
+                 "restored": np.asarray(res["dv"].image), "restored_psnr": case["dv"]["psnr_db"],
+                 "reference": ref})
 
     # report
     print_fn(f"{'case':16s} {'method':7s} {'PSNR dB':>8s} {'SSIM':>7s}   (vs the in-focus plane;"

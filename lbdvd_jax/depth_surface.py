@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lbdvd_jax.errors import InputError
+
 __all__ = ["DepthSurface", "fit_depth_surface"]
 
 
@@ -63,7 +65,7 @@ def fit_depth_surface(z_um, weights, centres, shape, *, degree="auto", huber: fl
     w = np.asarray(weights, np.float64).ravel()
     c = np.asarray(centres, np.float64)
     if c.shape != (z.size, 2) or w.shape != z.shape:
-        raise ValueError(f"z_um, weights, centres: got shapes {z.shape}, {w.shape}, {c.shape}; "
+        raise InputError(f"z_um, weights, centres: got shapes {z.shape}, {w.shape}, {c.shape}; "
                          "expected (n,), (n,), (n, 2)")
     if degree == "auto":
         fits = []
@@ -75,13 +77,13 @@ def fit_depth_surface(z_um, weights, centres, shape, *, degree="auto", huber: fl
             n = np.count_nonzero(np.asarray(weights) > 0)
             fits.append((n * np.log(fit.rms_residual_um ** 2 + 1e-6) + terms * np.log(n), d, fit))
         if not fits:
-            raise ValueError("weights: too few weighted patches for any depth surface; "
+            raise InputError("weights: too few weighted patches for any depth surface; "
                              "use per-patch depths (surface_degree=None)")
         return min(fits, key=lambda t: t[0])[2]
     if not isinstance(degree, int) or not 0 <= degree <= 4:
-        raise ValueError(f"degree: got {degree!r}, expected 'auto' or an int 0..4")
+        raise InputError(f"degree: got {degree!r}, expected 'auto' or an int 0..4")
     if np.any(w < 0) or not np.all(np.isfinite(w)):
-        raise ValueError("weights: must be finite and >= 0")
+        raise InputError("weights: must be finite and >= 0")
     w = np.where(np.isfinite(z), w, 0.0)
     z = np.where(np.isfinite(z), z, 0.0)
     h, wd = shape
@@ -89,7 +91,7 @@ def fit_depth_surface(z_um, weights, centres, shape, *, degree="auto", huber: fl
     a = _design((c[:, 0] - sy) / sy, (c[:, 1] - sx) / sx, degree)
     n_terms = a.shape[1]
     if np.count_nonzero(w > 0) < n_terms:
-        raise ValueError(f"weights: {np.count_nonzero(w > 0)} weighted patches cannot fix a degree-{degree} "
+        raise InputError(f"weights: {np.count_nonzero(w > 0)} weighted patches cannot fix a degree-{degree} "
                          f"surface ({n_terms} terms); use a lower degree")
     robust = np.ones_like(w)
     for _ in range(max(iters, 1)):

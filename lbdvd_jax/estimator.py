@@ -35,6 +35,7 @@ import numpy as np
 from flax import nnx
 
 from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM, NUM_CLASSES, NUM_LEVELS, PATCH_SIZE
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.spectral import feature_size, normalise_patch, spectral_features
 from lbdvd_jax.validate import check_patches
 
@@ -58,6 +59,10 @@ class EstimatorConfig:
         hidden: width of the head's hidden layer.
         patch_size: patch side in px (84, the paper's).
         taper: Tukey taper of the spectral window (1.0 = Hann).
+        window: side in px of the window a grid patch is judged from in whole images (what
+            the estimator was trained on): the patch with (window - patch_size) / 2 px of its
+            neighbours on each side (`defocus_map.patch_probabilities`). Isolated patches
+            (`classify_patches` on (n, 84, 84)) are judged from the patch alone.
     """
 
     num_bins: int = 42
@@ -66,11 +71,15 @@ class EstimatorConfig:
     hidden: int = 128
     patch_size: int = PATCH_SIZE
     taper: float = 1.0
+    window: int = PATCH_SIZE
 
     def __post_init__(self):
         object.__setattr__(self, "conv", tuple(tuple(int(v) for v in c) for c in self.conv))
         if not 4 <= self.num_bins <= self.patch_size // 2:
-            raise ValueError(f"num_bins: got {self.num_bins!r}, expected 4..{self.patch_size // 2}")
+            raise InputError(f"num_bins: got {self.num_bins!r}, expected 4..{self.patch_size // 2}")
+        if self.window < self.patch_size or (self.window - self.patch_size) % 2:
+            raise InputError(f"window: got {self.window!r}, expected patch_size ({self.patch_size}) "
+                             "plus an even number of px")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -82,7 +91,7 @@ class EstimatorConfig:
     def from_dict(cls, d: dict) -> EstimatorConfig:
         d = dict(d)
         if d.pop("kind", "defocus_estimator") != "defocus_estimator":
-            raise ValueError("not a defocus-estimator configuration")
+            raise InputError("not a defocus-estimator configuration")
         d["conv"] = tuple(tuple(c) for c in d.get("conv", ()))
         return cls(**d)
 
@@ -202,13 +211,18 @@ def _constant_patches(arr):
 def estimator_probs(model: DefocusEstimator, patches, *, batch_size: int = 256):
     """Class probabilities of raw patches (n, p, p) at any gain/offset; constant patches are bg.
 
+    Windows of the estimator's judging side (n, window, window) are read as patches with their
+    neighbours (`EstimatorConfig.window`); bg by constancy is decided on their centre patch.
+
     Runs in batches of `batch_size` (the last padded, so one compiled program serves every
     call), split over the local devices.
 
     Raises:
         ValueError: wrong shape, NaN/Inf values, or a bad batch_size (named, with the fix).
     """
-    side = model.config.patch_size
+    shape = np.shape(patches)
+    last = shape[-2] if len(shape) == 4 and shape[-1] == 1 else (shape[-1] if shape else 0)
+    side = model.config.window if last == model.config.window else model.config.patch_size
     arr = check_patches(patches, side, batch_size=batch_size)
     n = arr.shape[0]
     if n == 0:
@@ -225,7 +239,8 @@ def estimator_probs(model: DefocusEstimator, patches, *, batch_size: int = 256):
         if m < bs:
             chunk = np.concatenate([chunk, np.repeat(chunk[:1], bs - m, 0)])
         probs[start:start + m] = np.asarray(fn(params, jnp.asarray(chunk)))[:m]
-    const = _constant_patches(arr)
+    c, p = (side - model.config.patch_size) // 2, model.config.patch_size
+    const = _constant_patches(arr[:, c:c + p, c:c + p])  # the judged patch, not its surround
     probs[const] = np.eye(NUM_CLASSES, dtype=np.float32)[BG_LABEL]
     return probs
 

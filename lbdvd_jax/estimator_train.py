@@ -9,7 +9,7 @@ level-10 patches is blurred beyond 20 µm (24..40 µm) and still labelled 10: th
 
 Loss: cross-entropy over the 12 classes plus `rps_weight` x the ranked probability score over
 the 11 ordered levels (non-bg patches), which charges a call by how far it lands from the true
-level (Yang et al. 2018). The state is a dict pytree; step s draws its data from
+level (Yang et al. 2018). The state is an `EstimatorTrainState` pytree; step s draws its data from
 fold_in(key, s), so a run resumed from an orbax checkpoint equals an uninterrupted one.
 """
 
@@ -20,6 +20,7 @@ import json
 import pathlib
 import sys
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,17 +29,21 @@ import optax
 from flax import nnx
 
 from lbdvd_jax import checkpoint as ckpt_lib
-from lbdvd_jax.constants import BG_LABEL, COUNT_SCALE, NUM_LEVELS
+from lbdvd_jax.camera import bg_mask
+from lbdvd_jax.constants import BG_LABEL, COUNT_SCALE, NUM_LEVELS, PATCH_SIZE
 from lbdvd_jax.data import synth_batch
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.estimator import DefocusEstimator, EstimatorConfig, estimator_logits
 from lbdvd_jax.estimator_weights import export_estimator
 from lbdvd_jax.metrics_cls import classification_report
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import psf_stack
 
-__all__ = ["BEYOND_Z_UM", "EstimatorTrainConfig", "fit_estimator", "init_train_state", "make_train_step",
-           "ordinal_loss",
-           "ranked_probability_score", "training_psfs", "training_batch"]
+__all__ = [
+    "BEYOND_Z_UM", "EstimatorSetup", "EstimatorTrainConfig", "EstimatorTrainState", "fit_estimator",
+    "init_train_state", "make_train_step", "ordinal_loss", "ranked_probability_score",
+    "training_batch", "training_psfs",
+]
 
 BEYOND_Z_UM = (24.0, 28.0, 32.0, 36.0, 40.0)  #: defocus beyond level 10, labelled 10
 TRAIN_PSF_SIZE = 79  #: holds 99 % of the 40 µm PSF (kernel_size_for)
@@ -62,6 +67,11 @@ class EstimatorTrainConfig:
         zoom_fraction: share of level-0 patches shown as by a microscope with finer pixels: the
             centre 84/s px magnified s x (log-uniform in `zoom_range`) and fresh camera noise
             added at the new pixels; still level 0 (in focus is in focus at any sampling).
+        window: side of the training window (>= 84): the spectral branch reads the whole
+            window, the pixel branch and the bg rule its centre 84 px (context for whole images).
+        patch_fraction: with window > 84, the share of steps trained on isolated 84-px patches
+            (every round(1 / patch_fraction)-th step), so that one model judges both whole images
+            (windows) and the paper's isolated patches.
         seed: initialisation and data.
     """
 
@@ -79,7 +89,15 @@ class EstimatorTrainConfig:
     phantom_fraction: float = 0.1
     zoom_fraction: float = 0.0
     zoom_range: tuple[float, float] = (1.0, 4.0)
+    window: int = PATCH_SIZE
+    patch_fraction: float = 0.0
     seed: int = 0
+
+    def __post_init__(self):
+        if self.window < PATCH_SIZE or (self.window - PATCH_SIZE) % 2:
+            raise InputError(f"window: got {self.window!r}, expected {PATCH_SIZE} plus an even number of px")
+        if not 0.0 <= self.patch_fraction <= 1.0:
+            raise InputError(f"patch_fraction: got {self.patch_fraction!r}, expected a share in [0, 1]")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -92,7 +110,11 @@ def training_psfs(optics=Optics(), *, size=TRAIN_PSF_SIZE):
 
 
 def training_batch(key, fields, psfs, *, config: EstimatorTrainConfig):
-    """(counts (B, 84, 84) float32 at a random gain, labels (B,) int32 0..11). Jittable."""
+    """(counts (B, w, w) float32 at a random gain, labels (B,) int32 0..11), w = config.window.
+
+    Jittable. Windows wider than 84 px take their bg label from the centre 84 px (the patch
+    being judged), by the paper's rule in 16-bit counts before the gain.
+    """
     b = config.batch_size
     k_lv, k_beyond, k_syn, k_gain, k_round = jax.random.split(key, 5)
     levels = jax.random.randint(k_lv, (b,), 0, NUM_LEVELS)
@@ -100,8 +122,13 @@ def training_batch(key, fields, psfs, *, config: EstimatorTrainConfig):
     u = jax.random.uniform(k_beyond, (b, 2))
     beyond = NUM_LEVELS + jnp.minimum((u[:, 1] * nb).astype(jnp.int32), nb - 1)
     levels = jnp.where((levels == NUM_LEVELS - 1) & (u[:, 0] < config.beyond_fraction), beyond, levels)
-    x, y = synth_batch(k_syn, fields, psfs, batch_size=b, levels=levels,
+    w = config.window
+    x, y = synth_batch(k_syn, fields, psfs, batch_size=b, levels=levels, patch=w,
+                       with_bg=w == PATCH_SIZE,
                        phantom_fraction=config.phantom_fraction, scale_range=config.scale_range)
+    if w != PATCH_SIZE:
+        c = (w - PATCH_SIZE) // 2
+        y = jnp.where(bg_mask(x[:, c:c + PATCH_SIZE, c:c + PATCH_SIZE, 0] * COUNT_SCALE), psfs.shape[0], y)
     y = jnp.where(y == psfs.shape[0], BG_LABEL, jnp.minimum(y, NUM_LEVELS - 1)).astype(jnp.int32)
     if config.zoom_fraction > 0:
         x, y = _zoom_in_focus(jax.random.fold_in(key, 7), x, y, config)
@@ -185,15 +212,44 @@ def _log(msg):
     sys.stderr.flush()
 
 
-def init_train_state(model_config: EstimatorConfig, config: EstimatorTrainConfig):
-    """(graphdef, state): a fresh estimator and its training state dict (step, params, optimiser
-    state, run key, wall and CPU seconds), seeded by `config.seed`."""
+class EstimatorTrainState(NamedTuple):
+    """The estimator's training state (a pytree; saved whole in orbax checkpoints).
+
+    Attributes:
+        step: () int32 steps taken; params: `nnx.State` of the estimator; opt_state: AdamW
+        state; key: raw run key data (step s draws from fold_in(key, s)); elapsed_s / cpu_s:
+        () float32 wall and process-CPU seconds of training so far.
+    """
+
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
+    key: jax.Array
+    elapsed_s: jax.Array
+    cpu_s: jax.Array
+
+
+class EstimatorSetup(NamedTuple):
+    """`init_train_state`'s result: the static module structure and the initial state."""
+
+    graphdef: nnx.GraphDef
+    state: EstimatorTrainState
+
+
+def init_train_state(model_config: EstimatorConfig, config: EstimatorTrainConfig, *, init=None):
+    """`EstimatorSetup(graphdef, state)`: a fresh estimator and its `EstimatorTrainState`, seeded
+    by `config.seed`; `init` (a `DefocusEstimator`
+    of the same architecture) starts from its parameters instead (fine-tuning)."""
     graphdef, params = nnx.split(DefocusEstimator(model_config, rngs=nnx.Rngs(config.seed)))
-    state = {"step": jnp.zeros((), jnp.int32), "params": params,
-             "opt_state": _optimizer(config).init(params),
-             "key": jax.random.key_data(jax.random.key(config.seed + 1)),
-             "elapsed_s": jnp.zeros((), jnp.float32), "cpu_s": jnp.zeros((), jnp.float32)}
-    return graphdef, state
+    if init is not None:
+        if dataclasses.replace(init.config, window=model_config.window) != model_config:
+            raise InputError(f"init: architecture {init.config} differs from model_config {model_config}")
+        params = nnx.split(init)[1]
+    state = EstimatorTrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                opt_state=_optimizer(config).init(params),
+                                key=jax.random.key_data(jax.random.key(config.seed + 1)),
+                                elapsed_s=jnp.zeros((), jnp.float32), cpu_s=jnp.zeros((), jnp.float32))
+    return EstimatorSetup(graphdef, state)
 
 
 def make_train_step(graphdef, config: EstimatorTrainConfig):
@@ -204,17 +260,17 @@ def make_train_step(graphdef, config: EstimatorTrainConfig):
 
     @jax.jit
     def step_fn(state, fields, psfs):
-        key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
         x, y = training_batch(key, fields, psfs, config=config)
 
         def loss_fn(p):
             logits = estimator_logits(graphdef, p, x)
             return ordinal_loss(logits, y, rps_weight=config.rps_weight), logits
 
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new = dict(state, step=state["step"] + 1, opt_state=opt_state,
-                   params=optax.apply_updates(state["params"], updates))
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new = state._replace(step=state.step + 1, opt_state=opt_state,
+                             params=optax.apply_updates(state.params, updates))
         return new, loss, jnp.mean(jnp.argmax(logits, -1) == y)
 
     return step_fn
@@ -223,7 +279,7 @@ def make_train_step(graphdef, config: EstimatorTrainConfig):
 def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, fields, *,
                   out_dir, eval_sets: dict, eval_every: int = 250, ckpt_every_s: float = 120.0,
                   max_seconds: float | None = None, max_steps: int | None = None,
-                  optics=Optics(), log_every: int = 50):
+                  optics=Optics(), log_every: int = 50, init=None):
     """Train (or resume) an estimator run in `out_dir`; evaluate and export the best on 'val'.
 
     Args:
@@ -235,6 +291,7 @@ def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, f
             others (test fields) are recorded only.
         eval_every: steps between evaluations; ckpt_every_s seconds between checkpoints.
         max_seconds, max_steps: stop early (the state is checkpointed).
+        init: optional `DefocusEstimator` to start from (ignored when resuming).
 
     Returns:
         the history list.
@@ -243,18 +300,23 @@ def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, f
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps({"model": model_config.to_dict(),
                                                  "train": config.to_dict()}, indent=1))
-    graphdef, state = init_train_state(model_config, config)
+    graphdef, state = init_train_state(model_config, config, init=init)
     history = []
     with ckpt_lib.checkpoint_manager(out / "ckpt") as mgr:
         if mgr.latest_step() is not None:
             state = ckpt_lib.restore_train_state(mgr, state)
             if (out / "history.json").exists():
                 history = json.loads((out / "history.json").read_text())
-            _log(f"resumed from step {int(state['step'])}")
+            _log(f"resumed from step {int(state.step)}")
         fields = jnp.asarray(fields, jnp.float32)
         psfs = training_psfs(optics)
 
         step_fn = make_train_step(graphdef, config)
+        every = round(1.0 / config.patch_fraction) if config.patch_fraction > 0 else 0
+        if every and config.window != PATCH_SIZE:  # some steps on isolated patches (own compile)
+            patch_step = make_train_step(graphdef, dataclasses.replace(config, window=PATCH_SIZE))
+        else:
+            every = 0
 
         predict = jax.jit(lambda p, x: jax.nn.softmax(estimator_logits(graphdef, p, x)))
 
@@ -271,28 +333,36 @@ def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, f
         stop = min(config.total_steps, max_steps or config.total_steps)
         best = max((h["val"]["accuracy"] for h in history), default=-1.0)
         t0, c0 = time.perf_counter(), time.process_time()
-        e0, cpu0 = float(state["elapsed_s"]), float(state["cpu_s"])
+        e0, cpu0 = float(state.elapsed_s), float(state.cpu_s)
         last_ckpt = t0
-        step = int(state["step"])
+        step = int(state.step)
+
+        def record(step):
+            rec = {"step": step, "minutes": float(state.elapsed_s) / 60,
+                   "cpu_minutes": float(state.cpu_s) / 60,
+                   "patches": step * config.batch_size, **evaluate(state.params)}
+            history.append(rec)
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            _log("eval " + json.dumps({k: (v["accuracy"] if isinstance(v, dict) else v)
+                                       for k, v in rec.items()}))
+            return rec
+
+        if eval_sets and not history:
+            record(step)  # the learning curve starts at the initial (or fine-tuned-from) model
         while step < stop:
-            state, loss, acc = step_fn(state, fields, psfs)
+            fn = patch_step if every and step % every == every - 1 else step_fn
+            state, loss, acc = fn(state, fields, psfs)
             step += 1
-            state["elapsed_s"] = jnp.asarray(e0 + time.perf_counter() - t0, jnp.float32)
-            state["cpu_s"] = jnp.asarray(cpu0 + time.process_time() - c0, jnp.float32)
+            state = state._replace(elapsed_s=jnp.asarray(e0 + time.perf_counter() - t0, jnp.float32),
+                                   cpu_s=jnp.asarray(cpu0 + time.process_time() - c0, jnp.float32))
             if step % log_every == 0:
-                _log(f"step {step}/{stop} {float(state['elapsed_s']) / 60:6.1f} min "
+                _log(f"step {step}/{stop} {float(state.elapsed_s) / 60:6.1f} min "
                      f"loss {float(loss):.4f} acc {float(acc):.3f}")
             if eval_sets and (step % eval_every == 0 or step == stop):
-                rec = {"step": step, "minutes": float(state["elapsed_s"]) / 60,
-                       "cpu_minutes": float(state["cpu_s"]) / 60,
-                       "patches": step * config.batch_size, **evaluate(state["params"])}
-                history.append(rec)
-                (out / "history.json").write_text(json.dumps(history, indent=1))
-                _log("eval " + json.dumps({k: (v["accuracy"] if isinstance(v, dict) else v)
-                                           for k, v in rec.items()}))
+                rec = record(step)
                 if rec.get("val", {"accuracy": -1.0})["accuracy"] > best:
                     best = rec["val"]["accuracy"]
-                    export_estimator(out / "best.npz", model_config, state["params"],
+                    export_estimator(out / "best.npz", model_config, state.params,
                                      metadata={"step": step, "train": config.to_dict(),
                                                **{k: v for k, v in rec.items() if k != "step"}})
             now = time.perf_counter()

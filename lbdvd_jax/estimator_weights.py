@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.estimator import DefocusEstimator, EstimatorConfig
 
 __all__ = ["SHIPPED_ESTIMATOR", "estimator_metadata", "export_estimator", "load_estimator"]
@@ -63,10 +64,10 @@ def load_estimator(path=None) -> DefocusEstimator:
         config = json.loads(arrays.pop("__config__").tobytes().decode())
         arrays.pop("__metadata__", None)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeDecodeError) as e:
-        raise ValueError(f"path: {str(path)!r} is not a readable estimator weights file ({e}); "
+        raise InputError(f"path: {str(path)!r} is not a readable estimator weights file ({e}); "
                          "re-export it with export_estimator or reinstall the package") from None
     if config.get("kind") != "defocus_estimator":
-        raise ValueError(f"path: {str(path)!r} holds another model ({config.get('kind', 'DelpNet')!r} "
+        raise InputError(f"path: {str(path)!r} holds another model ({config.get('kind', 'DelpNet')!r} "
                          "weights), not a defocus estimator; load it with load_delpnet, or pass "
                          "estimator weights")
     config = EstimatorConfig.from_dict(config)
@@ -76,7 +77,7 @@ def load_estimator(path=None) -> DefocusEstimator:
     want = {f"params/{n}": v for n, v in zip(names, leaves)}
     bad = sorted(set(want) ^ set(arrays)) + [k for k in want if k in arrays and arrays[k].shape != want[k].shape]
     if bad:
-        raise ValueError(f"path: {str(path)!r} does not match the estimator architecture it declares "
+        raise InputError(f"path: {str(path)!r} does not match the estimator architecture it declares "
                          f"({bad[:3]}); it was edited or written by another version: re-export it")
     pure = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(arrays[f"params/{n}"], v.dtype)
                                                   for n, v in zip(names, leaves)])

@@ -33,10 +33,11 @@ import numpy as np
 from lbdvd_jax.constants import BG_LABEL, COUNT_SCALE
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
 from lbdvd_jax.data import add_camera_noise, bg_mask
-from lbdvd_jax.demo import blur_same_reflect
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import psf_stack
 from lbdvd_jax.quality import psnr, ssim
+from lbdvd_jax.synthesis import blur_same_reflect
 
 METHODS = ("input", "dv", "dv_oracle", "dv_soft", "di", "blind")
 SHARED_INFOCUS = pathlib.Path(__file__).resolve().parents[2] / "shared/data/real/bbbc006/infocus"
@@ -56,8 +57,8 @@ def _split_of(which, folder, seed):
 
 
 def _bundled_field():
-    from lbdvd_jax.demo import bundled_path
     from lbdvd_jax.io import read_tiff
+    from lbdvd_jax.synthesis import bundled_path
     return read_tiff(bundled_path("a01_infocus.tif")).data[None].astype(np.float32), ["a01"]
 
 
@@ -233,7 +234,7 @@ def fig8_evaluation(*, model, fields=None, optics=Optics(), per_level: int = 45,
     labels = np.asarray(labels)
     if isinstance(background, str):
         if background != "auto":
-            raise ValueError(f"background: got {background!r}, expected 'auto' or counts")
+            raise InputError(f"background: got {background!r}, expected 'auto' or counts")
         background = float(np.percentile(np.asarray(fields), 0.5))
     rl = functools.partial(_rl_windows, background=jnp.float32(background), num_iter=num_iter,
                            context=context)
@@ -305,9 +306,9 @@ def format_fig8(result) -> str:
 
 def time_restore(*, model, shape=(520, 696), repeats: int = 5, mode: str = "dv", **kwargs):
     """Times `pipeline.restore` on a synthetic-defocus image: compile apart, per stage."""
-    from lbdvd_jax.demo import bundled_path, synthesize_defocus
     from lbdvd_jax.io import read_tiff
     from lbdvd_jax.pipeline import restore_timed
+    from lbdvd_jax.synthesis import bundled_path, synthesize_defocus
     base = read_tiff(bundled_path("a01_infocus.tif")).data.astype(np.float32)
     reps = (-(-shape[0] // base.shape[0]), -(-shape[1] // base.shape[1]))
     base = np.tile(base, reps)[: shape[0], : shape[1]]

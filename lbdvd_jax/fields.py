@@ -9,6 +9,8 @@ import pathlib
 
 import numpy as np
 
+from lbdvd_jax.errors import InputError
+
 __all__ = ["load_infocus_fields", "select_focal_plane", "split_fields", "tile_fields"]
 
 
@@ -26,7 +28,7 @@ def select_focal_plane(stack):
     """
     stack = np.asarray(stack)
     if stack.ndim != 3 or stack.shape[0] == 0:
-        raise ValueError(f"stack: got shape {stack.shape}, expected a (z, y, x) z-stack with z >= 1")
+        raise InputError(f"stack: got shape {stack.shape}, expected a (z, y, x) z-stack with z >= 1")
     return int(np.argmax(stack.reshape(stack.shape[0], -1).astype(np.float64).std(axis=1)))
 
 
@@ -58,30 +60,30 @@ def load_infocus_fields(folder, *, pattern="*.tif*", exclude=("_cropped",)):
     paths = sorted(p for p in folder.glob(pattern)
                    if p.is_file() and not any(s in p.name for s in exclude))
     if not paths:
-        raise ValueError(f"folder: {str(folder)!r} holds no file matching {pattern!r} "
+        raise InputError(f"folder: {str(folder)!r} holds no file matching {pattern!r} "
                          f"(excluding {exclude!r}); put in-focus TIFFs there or change pattern=")
     fields, names = [], []
     for p in paths:
         try:
             arr = tifffile.imread(p)
         except Exception as err:  # tifffile raises many types for corrupt or foreign files
-            raise ValueError(f"folder: {p.name!r} is not a readable TIFF ({type(err).__name__}: "
+            raise InputError(f"folder: {p.name!r} is not a readable TIFF ({type(err).__name__}: "
                              f"{err}); remove it or fix it (LZW needs the imagecodecs package)") from None
         arr = np.squeeze(np.asarray(arr))
         if arr.size == 0:
-            raise ValueError(f"folder: {p.name!r} is not a readable TIFF (no image data); "
+            raise InputError(f"folder: {p.name!r} is not a readable TIFF (no image data); "
                              "remove it or re-save it")
         if arr.ndim == 3:
             arr = arr[select_focal_plane(arr)]
         if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-            raise ValueError(f"folder: {p.name!r} holds a {arr.dtype} array of shape {arr.shape}, "
+            raise InputError(f"folder: {p.name!r} holds a {arr.dtype} array of shape {arr.shape}, "
                              "expected a grey-level (y, x) image or (z, y, x) stack")
         fields.append(arr.astype(np.float32))
         names.append(p.name)
     shapes = {f.shape for f in fields}
     if len(shapes) > 1:
         listing = ", ".join(f"{n} {f.shape}" for n, f in zip(names, fields))
-        raise ValueError(f"folder: fields have different shapes ({listing}); crop them to one shape "
+        raise InputError(f"folder: fields have different shapes ({listing}); crop them to one shape "
                          "or exclude the odd ones with exclude=")
     return np.stack(fields), names
 
@@ -99,12 +101,12 @@ def tile_fields(fields, *, tiles=(2, 3)):
     """
     fields = np.asarray(fields)
     if fields.ndim != 3:
-        raise ValueError(f"fields: got shape {fields.shape}, expected (F, H, W)")
+        raise InputError(f"fields: got shape {fields.shape}, expected (F, H, W)")
     rows, cols = tiles
     f, h, w = fields.shape
     th, tw = h // rows, w // cols
     if th < 1 or tw < 1:
-        raise ValueError(f"tiles: {tiles!r} is too fine for fields of {h}x{w}")
+        raise InputError(f"tiles: {tiles!r} is too fine for fields of {h}x{w}")
     t = fields[:, :rows * th, :cols * tw].reshape(f, rows, th, cols, tw).transpose(0, 1, 3, 2, 4)
     return t.reshape(f * rows * cols, th, tw), np.repeat(np.arange(f), rows * cols)
 
@@ -134,13 +136,13 @@ def split_fields(names_or_count, *, fractions=(0.75, 0.15, 0.10), seed=0, protoc
     n = int(names_or_count) if np.isscalar(names_or_count) else len(names_or_count)
     fr = np.asarray(fractions, dtype=np.float64)
     if fr.shape != (3,) or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0):
-        raise ValueError(f"fractions: got {fractions!r}, expected three non-negative numbers "
+        raise InputError(f"fractions: got {fractions!r}, expected three non-negative numbers "
                          "summing to 1, e.g. (0.75, 0.15, 0.10)")
     if protocol not in ("field", "paper"):
-        raise ValueError(f"protocol: got {protocol!r}, expected 'field' or 'paper'")
+        raise InputError(f"protocol: got {protocol!r}, expected 'field' or 'paper'")
     units = n if protocol == "field" else n * num_levels
     if units < 3:
-        raise ValueError(f"names_or_count: {n} source(s) cannot be split three ways; "
+        raise InputError(f"names_or_count: {n} source(s) cannot be split three ways; "
                          "use more fields, or tile_fields() to split regions")
     counts = np.floor(fr * units).astype(int)
     for i in np.argsort(-(fr * units - counts))[: units - counts.sum()]:

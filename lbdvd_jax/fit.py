@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lbdvd_jax.errors import InputError, InputTypeError
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import kernel_size_for, psf_stack
 
@@ -93,11 +94,11 @@ def _linear_fit_loss(model, observed, mask):
 def _check_image(name, x):
     x = np.asarray(x)
     if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (H, W) image, got shape {x.shape}; pass one plane")
+        raise InputError(f"{name} must be a 2-D (H, W) image, got shape {x.shape}; pass one plane")
     if not np.issubdtype(x.dtype, np.number):
-        raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
+        raise InputTypeError(f"{name} must be numeric, got dtype {x.dtype}")
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains NaN or Inf; clean or mask those pixels first")
+        raise InputError(f"{name} contains NaN or Inf; clean or mask those pixels first")
     return x
 
 
@@ -130,18 +131,18 @@ def fit_defocus(observed, reference, *, optics=Optics(), z_grid_um=None, fit=("z
     observed = _check_image("observed", observed)
     reference = _check_image("reference", reference)
     if observed.shape != reference.shape:
-        raise ValueError(f"observed {observed.shape} and reference {reference.shape} must have the same "
+        raise InputError(f"observed {observed.shape} and reference {reference.shape} must have the same "
                          "shape; crop both to the common field")
     unknown = set(fit) - set(_FITTABLE)
     if unknown or "z_um" not in fit:
-        raise ValueError(f"fit must include 'z_um' and only names from {_FITTABLE}, got {fit!r}")
+        raise InputError(f"fit must include 'z_um' and only names from {_FITTABLE}, got {fit!r}")
     z_grid = np.arange(0.0, 61.0, 1.0) if z_grid_um is None else np.asarray(z_grid_um, float)
     if z_grid.ndim != 1 or z_grid.size < 1:
-        raise ValueError(f"z_grid_um must be a non-empty 1-D sequence of µm, got {z_grid_um!r}")
+        raise InputError(f"z_grid_um must be a non-empty 1-D sequence of µm, got {z_grid_um!r}")
     if size is None:
         size = kernel_size_for(optics, float(np.max(np.abs(z_grid))))
     if min(observed.shape) < size:
-        raise ValueError(f"the images ({observed.shape}) must be at least the kernel size {size} px; "
+        raise InputError(f"the images ({observed.shape}) must be at least the kernel size {size} px; "
                          "use larger crops or a smaller z_grid_um")
     if background is None:
         background = float(np.percentile(reference, 1.0))
@@ -152,7 +153,7 @@ def fit_defocus(observed, reference, *, optics=Optics(), z_grid_um=None, fit=("z
     mask = np.zeros(observed.shape)
     mask[border:observed.shape[0] - border, border:observed.shape[1] - border] = 1.0
     if mask.sum() < 16:
-        raise ValueError(f"border={border} leaves no pixels to fit in a {observed.shape} image; lower it")
+        raise InputError(f"border={border} leaves no pixels to fit in a {observed.shape} image; lower it")
     mask = jnp.asarray(mask, dtype)
     optics = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), optics)
     return _fit(obs, ref, mask, optics, jnp.asarray(z_grid, dtype), jnp.asarray(learning_rate, dtype),

@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import tifffile
 
+from lbdvd_jax.errors import InputError, InputTypeError
+
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 # Length units found in OME (PhysicalSizeXUnit) and ImageJ ('unit') metadata, in micrometres.
@@ -114,7 +116,7 @@ def read_tiff(path: str | os.PathLike, *, default_pixel_um: float | None = None)
     if not path.exists():
         raise FileNotFoundError(f"path: {str(path)!r} does not exist; check the file name")
     if path.is_dir():
-        raise ValueError(f"path: {str(path)!r} is a folder, expected a TIFF file")
+        raise InputError(f"path: {str(path)!r} is a folder, expected a TIFF file")
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -149,7 +151,7 @@ def read_tiff(path: str | os.PathLike, *, default_pixel_um: float | None = None)
     except (FileNotFoundError, PermissionError):
         raise
     except Exception as err:  # tifffile raises many types for corrupt or foreign files
-        raise ValueError(
+        raise InputError(
             f"path: {str(path)!r} is not a readable TIFF ({type(err).__name__}: {err}); "
             "check that the file is complete and is a TIFF (LZW needs the imagecodecs package)"
         ) from None
@@ -159,14 +161,14 @@ def read_tiff(path: str | os.PathLike, *, default_pixel_um: float | None = None)
                       UserWarning, stacklevel=2)
         axes = "Z" + axes[1:]
     elif colour:
-        raise ValueError(f"path: {str(path)!r} holds colour samples (axes {axes!r}); expected "
+        raise InputError(f"path: {str(path)!r} holds colour samples (axes {axes!r}); expected "
                          "grey-level planes: save one channel per file, or a stack with "
                          "tifffile.imwrite(path, stack, photometric='minisblack')")
     if data.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"path: {str(path)!r} has pixel dtype {data.dtype}, expected uint8, uint16 "
+        raise InputTypeError(f"path: {str(path)!r} has pixel dtype {data.dtype}, expected uint8, uint16 "
                         "or float32; convert it first (e.g. to float32 with tifffile or Fiji)")
     if data.ndim < 2:
-        raise ValueError(f"path: {str(path)!r} holds a {data.ndim}-D array, expected an image")
+        raise InputError(f"path: {str(path)!r} holds a {data.ndim}-D array, expected an image")
     if pixel_um is None and default_pixel_um is not None:
         pixel_um, source = float(default_pixel_um), "default"
     comp = {"NONE": None, "LZW": "lzw"}.get(compression, "zlib")
@@ -223,10 +225,10 @@ def to_dtype(values: np.ndarray, dtype, *, name: str = "image") -> np.ndarray:
     """
     dtype = np.dtype(dtype)
     if dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"dtype: got {dtype}, expected uint8, uint16 or float32")
+        raise InputTypeError(f"dtype: got {dtype}, expected uint8, uint16 or float32")
     values = np.asarray(values)
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{name}: holds NaN or Inf; nothing was written")
+        raise InputError(f"{name}: holds NaN or Inf; nothing was written")
     if dtype.kind == "f":
         return values.astype(dtype)
     info = np.iinfo(dtype)
@@ -283,21 +285,21 @@ def write_tiff(path: str | os.PathLike, data, *, like: TiffImage | None = None,
     data = np.asarray(data)
     if like is not None:
         if data.shape != like.data.shape:
-            raise ValueError(f"data: shape {data.shape} differs from the input's "
+            raise InputError(f"data: shape {data.shape} differs from the input's "
                              f"{like.data.shape}; pass an array of the input's shape")
         data = to_dtype(data, like.data.dtype, name=str(path.name))
         compression = like.compression
         if pixel_um is None:
             pixel_um = like.pixel_um
     elif data.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"data: dtype {data.dtype} is not supported, expected uint8, uint16 or "
+        raise InputTypeError(f"data: dtype {data.dtype} is not supported, expected uint8, uint16 or "
                         "float32; convert with io.to_dtype first")
     if path.exists() and not overwrite:
         raise FileExistsError(f"path: {str(path)!r} exists; pass overwrite=True "
                               "(--overwrite) or choose another output")
     folder = path.parent if str(path.parent) else pathlib.Path(".")
     if not folder.is_dir():
-        raise ValueError(f"path: folder {str(folder)!r} does not exist or is not a folder; "
+        raise InputError(f"path: folder {str(folder)!r} does not exist or is not a folder; "
                          "create it first")
     meta = like.metadata if like is not None else {}
     kwargs: dict[str, Any] = {"photometric": "minisblack"}
@@ -331,13 +333,17 @@ def write_tiff(path: str | os.PathLike, data, *, like: TiffImage | None = None,
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as err:
-        raise ValueError(f"path: cannot write into {str(folder)!r} ({err.strerror}); "
+        raise InputError(f"path: cannot write into {str(folder)!r} ({err.strerror}); "
                          "choose a writable output folder") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp's 0600 -> the usual permissions of a new file
     _PENDING.add(tmp)
     try:
-        tifffile.imwrite(tmp, data, compression=compression, **kwargs)
+        try:
+            tifffile.imwrite(tmp, data, compression=compression, **kwargs)
+        except OSError as err:  # disk full, quota, I/O error: one line naming the file
+            raise InputError(f"path: writing {str(path)!r} failed ({err.strerror or err}); nothing "
+                             "was written: free space or choose another output") from None
         if overwrite:
             os.replace(tmp, path)
         else:

@@ -11,6 +11,8 @@ import pathlib
 
 import numpy as np
 
+from lbdvd_jax.errors import InputError
+
 CLASS_NAMES_12 = tuple(str(i) for i in range(11)) + ("bg",)
 
 
@@ -34,10 +36,10 @@ def confusion_matrix(y_true, y_pred, *, num_classes: int) -> np.ndarray:
     y_true = np.asarray(y_true, np.int64).ravel()
     y_pred = np.asarray(y_pred, np.int64).ravel()
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true and y_pred must have the same length, got {y_true.shape} and {y_pred.shape}.")
+        raise InputError(f"y_true and y_pred must have the same length, got {y_true.shape} and {y_pred.shape}.")
     for name, y in (("y_true", y_true), ("y_pred", y_pred)):
         if y.size and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"{name} must lie in [0, {num_classes}), got range [{y.min()}, {y.max()}].")
+            raise InputError(f"{name} must lie in [0, {num_classes}), got range [{y.min()}, {y.max()}].")
     return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 

@@ -20,12 +20,15 @@ References:
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from lbdvd_jax.constants import BG_LABEL, COUNT_SCALE, NUM_LEVELS, PATCH_SIZE  # noqa: F401 (re-exported)
+from lbdvd_jax.errors import InputError, InputTypeError
 
 # (out_channels, kernel, stride) of the 7 convolutional layers; the feature maps for an 84x84
 # input are 42, 21, 21, 11, 11, 6, 3 pixels wide.
@@ -67,15 +70,15 @@ class DelpNetConfig:
 
     def __post_init__(self):
         if self.num_classes not in (11, 12):
-            raise ValueError(
+            raise InputError(
                 f"num_classes must be 12 (levels 0..10 and bg) or 11 (no bg label), got {self.num_classes!r}."
             )
         if not 0.0 <= self.bn_momentum < 1.0:
-            raise ValueError(f"bn_momentum must lie in [0, 1), got {self.bn_momentum!r}.")
+            raise InputError(f"bn_momentum must lie in [0, 1), got {self.bn_momentum!r}.")
         for name in ("dropout_rate", "head_dropout_rate"):
             rate = getattr(self, name)
             if not 0.0 <= rate < 1.0:
-                raise ValueError(f"{name} must lie in [0, 1), got {rate!r}.")
+                raise InputError(f"{name} must lie in [0, 1), got {rate!r}.")
         object.__setattr__(self, "features", tuple(tuple(int(v) for v in f) for f in self.features))
 
     def to_dict(self) -> dict:
@@ -162,7 +165,7 @@ class DelpNet(nnx.Module):
         dropout = train if dropout is None else dropout
         dropout = dropout and (self.config.dropout_rate > 0 or self.config.head_dropout_rate > 0)
         if dropout and key is None:
-            raise ValueError("key must be a PRNG key when dropout is active (train=True); "
+            raise InputError("key must be a PRNG key when dropout is active (train=True); "
                              "pass key=jax.random.key(...) or dropout=False.")
         keys = (
             list(jax.random.split(key, len(self.convs) + 1)) if dropout else [None] * (len(self.convs) + 1)
@@ -270,7 +273,19 @@ def _predict_fn(model: DelpNet):
     return fn, fold_batchnorm(model)
 
 
-def classify_patches(model: DelpNet, patches, *, batch_size: int = 256):
+class Classification(NamedTuple):
+    """`classify_patches`' result: per-patch class and probabilities (unpacks as a pair).
+
+    Attributes:
+        labels: (n,) int32 classes (0..10 levels, 11 bg).
+        probs: (n, num_classes) float32 probabilities.
+    """
+
+    labels: np.ndarray
+    probs: np.ndarray
+
+
+def classify_patches(model: DelpNet, patches, *, batch_size: int = 256) -> Classification:
     """Defocus level (0..10) or ``bg`` (11) of raw-intensity patches.
 
     A :class:`lbdvd_jax.estimator.DefocusEstimator` (the shipped default) reads patches at any
@@ -285,8 +300,8 @@ def classify_patches(model: DelpNet, patches, *, batch_size: int = 256):
         batch_size: static; patches per forward pass.
 
     Returns:
-        ``(labels, probs)``: (n,) int32 classes (0..10 levels, 11 bg) and (n, num_classes)
-        float32 probabilities.
+        `Classification(labels, probs)`: (n,) int32 classes (0..10 levels, 11 bg) and
+        (n, num_classes) float32 probabilities.
 
     Raises:
         TypeError: non-numeric patches.
@@ -303,9 +318,9 @@ def classify_patches(model: DelpNet, patches, *, batch_size: int = 256):
 
     if isinstance(model, DefocusEstimator):  # scale-free: any gain and offset
         probs = estimator_probs(model, patches, batch_size=batch_size)
-        return probs.argmax(axis=1).astype(np.int32), probs
+        return Classification(probs.argmax(axis=1).astype(np.int32), probs)
     if not isinstance(model, DelpNet):
-        raise TypeError(f"model must be a DefocusEstimator or a DelpNet (e.g. load_delpnet()), "
+        raise InputTypeError(f"model must be a DefocusEstimator or a DelpNet (e.g. load_delpnet()), "
                         f"got {type(model).__name__}.")
     from lbdvd_jax.validate import check_patches
 
@@ -314,7 +329,7 @@ def classify_patches(model: DelpNet, patches, *, batch_size: int = 256):
     n = arr.shape[0]
     k = model.config.num_classes
     if n == 0:
-        return np.zeros((0,), np.int32), np.zeros((0, k), np.float32)
+        return Classification(np.zeros((0,), np.int32), np.zeros((0, k), np.float32))
     fn, weights = _predict_fn(model)
     bs = min(batch_size, n)
     probs = np.empty((n, k), np.float32)
@@ -324,4 +339,4 @@ def classify_patches(model: DelpNet, patches, *, batch_size: int = 256):
         if m < bs:
             chunk = np.concatenate([chunk, np.zeros((bs - m, side, side), np.float32)])
         probs[start : start + m] = np.asarray(fn(weights, jnp.asarray(chunk[..., None])))[:m]
-    return probs.argmax(axis=1).astype(np.int32), probs
+    return Classification(probs.argmax(axis=1).astype(np.int32), probs)

@@ -10,8 +10,8 @@ __all__ = ["bbbc006_a01_pair"]
 
 def bbbc006_a01_pair():
     """[(data, kwargs, 'image')] for the out-of-focus z00 plane and the in-focus plane of a01."""
-    from lbdvd_jax.demo import bundled_path
     from lbdvd_jax.io import read_tiff
+    from lbdvd_jax.synthesis import bundled_path
 
     out = []
     for name, file in (("a01 z00 (out of focus)", "a01_z00.tif"), ("a01 in focus", "a01_infocus.tif")):

@@ -17,6 +17,7 @@ import warnings
 
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton
 
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.napari_layers import LayerOptions, check_layer, restore_layer_data, result_layers
 
 __all__ = ["RestoreWidget", "make_restore_widget"]
@@ -40,7 +41,7 @@ def _parse_iterations(text: str):
     if len(parts) == 1:
         return parts[0]
     if len(parts) != 11:
-        raise ValueError("iterations: one count or 11 comma-separated counts (one per level)")
+        raise InputError("iterations: one count or 11 comma-separated counts (one per level)")
     return tuple(parts)
 
 

@@ -26,6 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lbdvd_jax.errors import InputError
+
 __all__ = ["LazyImage", "OmeZarrWriter", "is_ome_zarr", "open_lazy"]
 
 ZARR_SUFFIXES = (".zarr", ".ome.zarr")
@@ -78,7 +80,7 @@ def _planes(data, axes):
     """(H, W) / (B, H, W) view of `data` with `axes`, or ValueError naming the refused axis."""
     sizes = dict(zip(axes, data.shape))
     if not axes.endswith("yx"):
-        raise ValueError(f"axes: the last two axes must be y, x; got {axes!r}")
+        raise InputError(f"axes: the last two axes must be y, x; got {axes!r}")
     index = []
     stack = None
     for ax in axes[:-2]:
@@ -86,11 +88,11 @@ def _planes(data, axes):
         if n == 1:
             index.append(0)
         elif ax == "c":
-            raise ValueError(f"axes: {n} channels; lbdvd restores one channel of wide-field intensity. "
+            raise InputError(f"axes: {n} channels; lbdvd restores one channel of wide-field intensity. "
                              "Write the channel to restore as its own image (or pass "
                              "restore_dask(array[c]) in Python)")
         elif stack is not None:
-            raise ValueError(f"axes: both {stack!r} ({sizes[stack]}) and {ax!r} ({n}) are longer than 1; "
+            raise InputError(f"axes: both {stack!r} ({sizes[stack]}) and {ax!r} ({n}) are longer than 1; "
                              "lbdvd restores planes one by one along one axis: split the image first")
         else:
             stack = ax
@@ -116,11 +118,11 @@ def open_lazy(path) -> LazyImage:
         try:
             group = zarr.open_group(str(path), mode="r")
         except Exception as err:
-            raise ValueError(f"IN: {path.name} is not a zarr group ({type(err).__name__}); expected an "
+            raise InputError(f"IN: {path.name} is not a zarr group ({type(err).__name__}); expected an "
                              "OME-Zarr image (NGFF 0.4 or 0.5)") from None
         ms, version = _multiscales(dict(group.attrs))
         if not ms:
-            raise ValueError(f"IN: {path.name} is a zarr store without OME-NGFF multiscales metadata; "
+            raise InputError(f"IN: {path.name} is a zarr store without OME-NGFF multiscales metadata; "
                              "write it as OME-Zarr (e.g. ome-zarr-py's write_image) or pass a TIFF")
         first = ms[0]
         ds = first["datasets"][0]
@@ -145,13 +147,13 @@ def open_lazy(path) -> LazyImage:
             store = tifffile.imread(str(path), aszarr=True)
             arr = zarr.open(store, mode="r")
         except Exception as err:
-            raise ValueError(f"IN: {path.name} is not a readable TIFF ({type(err).__name__}: {err})") from None
+            raise InputError(f"IN: {path.name} is not a readable TIFF ({type(err).__name__}: {err})") from None
         if isinstance(arr, zarr.Group):  # pyramidal TIFF: level 0
             arr = arr["0"]
         pixel_um, axes = read_tiff_metadata(path)
         axes = axes.lower().replace("q", "z").replace("i", "z")
         if len(axes) != arr.ndim or "s" in axes:
-            raise ValueError(f"IN: {path.name}: axes {axes!r} (colour samples or an unknown layout); "
+            raise InputError(f"IN: {path.name}: axes {axes!r} (colour samples or an unknown layout); "
                              "save grey-level planes")
         data = da.from_zarr(arr)
         chunks = tuple(arr.chunks)
@@ -159,7 +161,7 @@ def open_lazy(path) -> LazyImage:
         units = tuple([None] * (arr.ndim - 2) + (["micrometer"] * 2 if pixel_um else [None, None]))
         version = None
     if data.dtype.kind not in "uif":
-        raise ValueError(f"IN: {path.name} has dtype {data.dtype}; expected grey-level counts")
+        raise InputError(f"IN: {path.name} has dtype {data.dtype}; expected grey-level counts")
     planes = _planes(data, axes)
     return LazyImage(data, planes, axes, tuple(scale), chunks, pixel_um, version, units)
 
@@ -203,7 +205,7 @@ class OmeZarrWriter:
             group = zarr.open_group(str(self.path), mode="r+")
             meta = dict(group.attrs).get("lbdvd", {})
             if meta.get("info") != self.info:
-                raise ValueError(f"--resume: {self.path} was written by another run (input or options "
+                raise InputError(f"--resume: {self.path} was written by another run (input or options "
                                  "differ); rerun with the same options or pass --overwrite")
             self.group = group
             return

@@ -10,6 +10,8 @@ import numbers
 import jax
 import numpy as np
 
+from lbdvd_jax.errors import InputError
+
 __all__ = ["Optics"]
 
 
@@ -22,7 +24,7 @@ def _check_positive(name, value, fix):
         if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
             return
         if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-            raise ValueError(f"Optics.{name} must be a finite positive number, got {value!r}; {fix}")
+            raise InputError(f"Optics.{name} must be a finite positive number, got {value!r}; {fix}")
 
 
 @jax.tree_util.register_dataclass
@@ -64,7 +66,7 @@ class Optics:
             except (TypeError, ValueError):
                 bad = False
             if bad:
-                raise ValueError(f"Optics.na must be smaller than Optics.n, got na={na!r}, n={n!r}; "
+                raise InputError(f"Optics.na must be smaller than Optics.n, got na={na!r}, n={n!r}; "
                                  "use an immersion index above the NA (NA = n sin(theta))")
         return self
 

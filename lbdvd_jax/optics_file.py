@@ -18,6 +18,7 @@ import os
 import pathlib
 import tempfile
 
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.optics import Optics
 
 __all__ = ["FIELDS", "TRAINED_OPTICS", "load_optics", "optics_mismatch", "save_optics"]
@@ -61,20 +62,20 @@ def load_optics(path) -> Optics:
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"optics file: {path.name} is not JSON ({err}); write it with `lbdvd calibrate`") from None
+        raise InputError(f"optics file: {path.name} is not JSON ({err}); write it with `lbdvd calibrate`") from None
     if not isinstance(doc, dict) or doc.get("kind", "lbdvd-optics") != "lbdvd-optics":
-        raise ValueError(f"optics file: {path.name} is not an lbdvd optics file (expected an object with "
+        raise InputError(f"optics file: {path.name} is not an lbdvd optics file (expected an object with "
                          f"{', '.join(FIELDS)})")
     values = {}
     for f in FIELDS:
         v = doc.get(f, getattr(TRAINED_OPTICS, f) if f == "pixel_um" else None)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"optics file: {path.name}: {f} must be a finite number, got {v!r}")
+            raise InputError(f"optics file: {path.name}: {f} must be a finite number, got {v!r}")
         values[f] = float(v)
     try:
         return Optics(**values).validate()
     except ValueError as err:
-        raise ValueError(f"optics file: {path.name}: {err}") from None
+        raise InputError(f"optics file: {path.name}: {err}") from None
 
 
 def optics_mismatch(optics: Optics, reference: Optics = TRAINED_OPTICS, *, rtol: float = 0.02) -> list[str]:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.validate import check_float_array
 
 __all__ = [
@@ -59,14 +60,14 @@ def patch_grid(shape, *, patch=84, stride=42):
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2:
-        raise ValueError(f"shape must be (H, W); got {shape!r}.")
+        raise InputError(f"shape must be (H, W); got {shape!r}.")
     patch, stride = int(patch), int(stride)
     if patch < 1 or not 1 <= stride <= patch:
-        raise ValueError(f"patch/stride must satisfy 1 <= stride <= patch so that patches tile "
+        raise InputError(f"patch/stride must satisfy 1 <= stride <= patch so that patches tile "
                          f"the image without gaps; got patch={patch!r}, stride={stride!r}. Fix: "
                          f"stride=patch // 2 (triangular) or stride=patch (rectangular).")
     if min(shape) < patch:
-        raise ValueError(f"image of shape {shape!r} is smaller than one {patch}x{patch} patch. "
+        raise InputError(f"image of shape {shape!r} is smaller than one {patch}x{patch} patch. "
                          f"Fix: pad the image to at least {patch} px per axis (e.g. np.pad(..., "
                          f"mode='reflect')) or use a smaller patch.")
     rows, cols = _axis_origins(shape[0], patch, stride), _axis_origins(shape[1], patch, stride)
@@ -100,11 +101,11 @@ def scatter_add_windows(acc, origins, windows):
 def _check_context(context, pad_mode, shape):
     context = int(context)
     if context < 0:
-        raise ValueError(f"context must be >= 0 px; got {context!r}.")
+        raise InputError(f"context must be >= 0 px; got {context!r}.")
     if pad_mode not in _PAD_MODES:
-        raise ValueError(f"pad_mode must be one of {_PAD_MODES!r}; got {pad_mode!r}.")
+        raise InputError(f"pad_mode must be one of {_PAD_MODES!r}; got {pad_mode!r}.")
     if pad_mode == "reflect" and context >= min(shape):
-        raise ValueError(f"pad_mode='reflect' needs context < image size; got context={context}"
+        raise InputError(f"pad_mode='reflect' needs context < image size; got context={context}"
                          f" for shape {tuple(shape)!r}. Fix: pad_mode='constant'.")
     return context
 
@@ -171,12 +172,12 @@ def _weights(weights, patch, dtype):
     if isinstance(weights, str):
         table = {"triangular": triangular_weights, "rectangular": rectangular_weights}
         if weights not in table:
-            raise ValueError(f"weights must be 'triangular', 'rectangular' or a ({patch}, {patch})"
+            raise InputError(f"weights must be 'triangular', 'rectangular' or a ({patch}, {patch})"
                              f" array; got {weights!r}.")
         return table[weights](patch=patch, dtype=dtype)
     w = jnp.asarray(weights, dtype=dtype)
     if w.shape != (patch, patch):
-        raise ValueError(f"weights must have shape ({patch}, {patch}); got {tuple(w.shape)!r}.")
+        raise InputError(f"weights must have shape ({patch}, {patch}); got {tuple(w.shape)!r}.")
     return w
 
 
@@ -236,5 +237,5 @@ def seam_score(image, origins, *, patch=84, band=4):
                     if d and 0 < b + d < n and b + d not in borders]
             inside.extend(g[j - 1] for j in near)
     if not across:
-        raise ValueError(f"no patch border lies inside an image of shape {x.shape!r}.")
+        raise InputError(f"no patch border lies inside an image of shape {x.shape!r}.")
     return float(np.mean(np.concatenate(across)) / np.mean(np.concatenate(inside)))

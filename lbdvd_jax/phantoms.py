@@ -15,6 +15,8 @@ References:
 import jax
 import jax.numpy as jnp
 
+from lbdvd_jax.errors import InputError
+
 __all__ = ["PHANTOM_KINDS", "phantom", "phantoms"]
 
 #: Phantom kinds, in the order `kind="mixed"` draws them from.
@@ -139,11 +141,11 @@ def phantoms(key, num, *, size=132, kind="mixed", offset=100.0, background=(5.0,
         (num, size, size) float32 expected counts.
     """
     if kind not in PHANTOM_KINDS + ("mixed",):
-        raise ValueError(f"kind: got {kind!r}, expected one of {PHANTOM_KINDS + ('mixed',)}")
+        raise InputError(f"kind: got {kind!r}, expected one of {PHANTOM_KINDS + ('mixed',)}")
     if not isinstance(size, int) or size < 8:
-        raise ValueError(f"size: got {size!r}, expected a Python int >= 8 (the window side in px)")
+        raise InputError(f"size: got {size!r}, expected a Python int >= 8 (the window side in px)")
     if not isinstance(num, int) or num < 1:
-        raise ValueError(f"num: got {num!r}, expected a positive Python int")
+        raise InputError(f"num: got {num!r}, expected a positive Python int")
     if kind in ("nuclei", "mixed"):
         k_u, k_tex = jax.random.split(key)
         white = jax.random.normal(k_tex, (num, size, size))

@@ -29,6 +29,7 @@ from lbdvd_jax.blocks import restore_blockwise
 from lbdvd_jax.constants import MODES, NUM_LEVELS
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
 from lbdvd_jax.defocus_map import DefocusMap, predict_defocus
+from lbdvd_jax.errors import InputError, InputTypeError
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import DEFAULT_CONTEXT, patch_grid
 from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM
@@ -122,12 +123,12 @@ def _check(image):
     if not jnp.issubdtype(image.dtype, jnp.floating):
         image = image.astype(jnp.float32)
     if image.ndim not in (2, 3):
-        raise ValueError(f"image: expected (H, W) or a stack (B, H, W) of one shape, got shape "
+        raise InputError(f"image: expected (H, W) or a stack (B, H, W) of one shape, got shape "
                          f"{image.shape}; restore each plane of other arrays separately")
     if not bool(jnp.all(jnp.isfinite(image))):
-        raise ValueError("image: holds NaN or Inf; replace them (np.nan_to_num) first")
+        raise InputError("image: holds NaN or Inf; replace them (np.nan_to_num) first")
     if float(jnp.min(image)) < 0:
-        raise ValueError(f"image: has negative values (min {float(jnp.min(image))}); RL needs "
+        raise InputError(f"image: has negative values (min {float(jnp.min(image))}); RL needs "
                          "non-negative counts: clip at 0 or subtract less background")
     return image
 
@@ -143,26 +144,26 @@ def _check_options(*, model, mode, levels, weights, stride, shape, optics, psf_d
                    num_iter, defocus):
     """Validate `restore`'s options (shared with `restore_dask`); returns the level PSF table."""
     if mode not in MODES:
-        raise ValueError(f"mode: got {mode!r}, expected one of {MODES}")
+        raise InputError(f"mode: got {mode!r}, expected one of {MODES}")
     if mode in ("dv", "soft") and model is None:
-        raise ValueError(f"model: mode {mode!r} needs a defocus estimator; pass model=load_delpnet()")
+        raise InputError(f"model: mode {mode!r} needs a defocus estimator; pass model=load_delpnet()")
     if mode == "oracle" and levels is None:
-        raise ValueError("levels: mode 'oracle' needs a level map; pass levels=(rows, cols) "
+        raise InputError("levels: mode 'oracle' needs a level map; pass levels=(rows, cols) "
                          "labels or an (H, W) per-pixel map")
     if not isinstance(weights, str):
-        raise TypeError("weights: pass 'triangular' or 'rectangular' (array weights are "
+        raise InputTypeError("weights: pass 'triangular' or 'rectangular' (array weights are "
                         "supported by patches.montage, not by restore)")
     if weights not in ("triangular", "rectangular"):
-        raise ValueError(f"weights: got {weights!r}, expected 'triangular' or 'rectangular'")
+        raise InputError(f"weights: got {weights!r}, expected 'triangular' or 'rectangular'")
     if defocus not in ("levels", "continuous"):
-        raise ValueError(f"defocus: got {defocus!r}, expected 'levels' or 'continuous'")
+        raise InputError(f"defocus: got {defocus!r}, expected 'levels' or 'continuous'")
     if defocus == "continuous" and mode != "dv":
-        raise ValueError(f"defocus: 'continuous' works with mode='dv', got mode={mode!r}")
+        raise InputError(f"defocus: 'continuous' works with mode='dv', got mode={mode!r}")
     patch_grid(tuple(shape), patch=PATCH, stride=stride)  # image size and stride
     if psf_depth_um is not None:
         depth = np.asarray(psf_depth_um, np.float64)
         if depth.shape != (NUM_LEVELS,) or not np.all(np.isfinite(depth)) or depth.min() < 0:
-            raise ValueError(f"psf_depth_um: got {psf_depth_um!r}, expected {NUM_LEVELS} finite depths "
+            raise InputError(f"psf_depth_um: got {psf_depth_um!r}, expected {NUM_LEVELS} finite depths "
                              ">= 0 in µm, one per level (e.g. DEFAULT_PSF_DEPTH_UM)")
         psfs = psf_stack(optics, jnp.asarray(depth, dtype=float), size=psf_size)
     else:
@@ -186,7 +187,7 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
     t1 = time.perf_counter()
     if isinstance(background, str):
         if background != "auto":
-            raise ValueError(f"background: got {background!r}, expected 'auto' or counts")
+            raise InputError(f"background: got {background!r}, expected 'auto' or counts")
         background = image_background(image)
     background = jnp.asarray(background, image.dtype)
     token = next(_TOKENS)
@@ -329,7 +330,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
             warnings.warn(f"defocus estimator: trained for other optics ({'; '.join(differ)}): its levels assume "
                           "those; the PSFs use yours", EstimatorDomainWarning, stacklevel=2)
     if block is not None and (not isinstance(block, int) or block < PATCH):
-        raise ValueError(f"block: got {block!r}, expected None or an int >= {PATCH} px")
+        raise InputError(f"block: got {block!r}, expected None or an int >= {PATCH} px")
     if image.ndim == 2:
         return Restoration(*_restore_one(image, levels=levels, **opts))
     per_image = levels is not None and np.ndim(levels) == 3

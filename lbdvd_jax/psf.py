@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lbdvd_jax.bessel import j0
+from lbdvd_jax.errors import InputError, InputTypeError
 
 __all__ = ["DEFOCUS_LEVELS_UM", "defocus_psf", "enclosed_energy", "kernel_size_for", "psf_stack", "radial_psf"]
 
@@ -56,13 +57,13 @@ def _grid_geometry(size, oversample):
 
 def _check_static(size, oversample, num_nodes):
     if not isinstance(size, numbers.Integral) or size < 1 or size % 2 == 0:
-        raise ValueError(f"size must be an odd positive integer (the PSF is centred at size // 2), "
+        raise InputError(f"size must be an odd positive integer (the PSF is centred at size // 2), "
                          f"got {size!r}; use an odd size such as 49, or kernel_size_for(optics, z_max_um)")
     if not isinstance(oversample, numbers.Integral) or oversample < 1:
-        raise ValueError(f"oversample must be a positive integer, got {oversample!r}; use 1 (pixel-centre "
+        raise InputError(f"oversample must be a positive integer, got {oversample!r}; use 1 (pixel-centre "
                          "samples) or e.g. 4 to integrate over the pixel area")
     if not isinstance(num_nodes, numbers.Integral) or num_nodes < 8:
-        raise ValueError(f"num_nodes must be an integer >= 8, got {num_nodes!r}; 128 reaches ~1e-13")
+        raise InputError(f"num_nodes must be an integer >= 8, got {num_nodes!r}; 128 reaches ~1e-13")
 
 
 def _float_dtype(*xs):
@@ -77,7 +78,7 @@ def _check_z(z_um):
         return
     arr = np.asarray(z_um)
     if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
-        raise ValueError(f"z_um must hold finite defocus distances in µm, got {z_um!r}")
+        raise InputError(f"z_um must hold finite defocus distances in µm, got {z_um!r}")
 
 
 def radial_psf(optics, z_um, r_um, *, num_nodes=128):
@@ -139,7 +140,7 @@ def psf_stack(optics, z_um=None, *, size=None, oversample=1, num_nodes=128):
     _check_z(z_um)
     if size is None:
         if isinstance(z_um, jax.core.Tracer):
-            raise TypeError("size=None needs concrete z_um to choose the kernel size; pass size= explicitly "
+            raise InputTypeError("size=None needs concrete z_um to choose the kernel size; pass size= explicitly "
                             "(e.g. size=49) when z_um is traced")
         size = kernel_size_for(optics, float(np.max(np.abs(np.asarray(z_um)))))
     _check_static(size, oversample, num_nodes)
@@ -184,12 +185,12 @@ def defocus_psf(optics, z_um, *, size=None, oversample=1, num_nodes=128):
         >>> grad_z = jax.grad(lambda z: defocus_psf(Optics(), z, size=49)[24, 24])(8.0)
     """
     if jnp.ndim(z_um) != 0:
-        raise ValueError(f"z_um must be a scalar defocus in µm, got shape {jnp.shape(z_um)}; "
+        raise InputError(f"z_um must be a scalar defocus in µm, got shape {jnp.shape(z_um)}; "
                          "use psf_stack for several depths")
     if size is None and not isinstance(z_um, jax.core.Tracer):
         size = max(49, kernel_size_for(optics, abs(float(z_um))))
     elif size is None:
-        raise TypeError("size=None needs a concrete z_um; pass size= explicitly (e.g. size=49) under jit/grad")
+        raise InputTypeError("size=None needs a concrete z_um; pass size= explicitly (e.g. size=49) under jit/grad")
     return psf_stack(optics, jnp.reshape(z_um, (1,)), size=size, oversample=oversample,
                      num_nodes=num_nodes)[0]
 
@@ -215,7 +216,7 @@ def kernel_size_for(optics, z_max_um, *, energy=0.99, num_nodes=256):
     """
     leaves = jax.tree_util.tree_leaves(optics) + [z_max_um]
     if any(isinstance(v, jax.core.Tracer) for v in leaves):
-        raise TypeError("kernel_size_for needs concrete optics and z_max_um; call it outside jit/grad "
+        raise InputTypeError("kernel_size_for needs concrete optics and z_max_um; call it outside jit/grad "
                         "and pass the result as the static size=")
     values = tuple(float(np.asarray(v)) for v in
                    (optics.wavelength_um, optics.na, optics.n, optics.pixel_um))
@@ -238,7 +239,7 @@ def _radial_psf_numpy(values, z, r_um, num_nodes):
 @functools.lru_cache(maxsize=256)
 def _kernel_size_cached(values, z, energy, num_nodes):
     if not 0.0 < energy < 1.0:
-        raise ValueError(f"energy must lie in (0, 1), got {energy!r}; e.g. 0.99")
+        raise InputError(f"energy must lie in (0, 1), got {energy!r}; e.g. 0.99")
     wavelength, na, n, pixel = values
     k = 2.0 * math.pi / wavelength
     total = math.pi / (k * na / n) ** 2
@@ -255,7 +256,7 @@ def _kernel_size_cached(values, z, energy, num_nodes):
         if hit.size:
             return 2 * int(math.ceil(r_px[hit[0]] - 1e-9)) + 1
         r_max_px *= 2.0
-    raise ValueError(f"no radius up to {r_max_px:.0f} px holds {energy:.3f} of the energy at z={z} µm; "
+    raise InputError(f"no radius up to {r_max_px:.0f} px holds {energy:.3f} of the energy at z={z} µm; "
                      "lower `energy` or check the optics")
 
 

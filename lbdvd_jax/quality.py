@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from lbdvd_jax.errors import InputError
+
 PEAK_16BIT = 65535.0
 
 
@@ -21,10 +23,10 @@ def _check_pair(reference, estimate):
     reference = jnp.asarray(reference)
     estimate = jnp.asarray(estimate)
     if reference.ndim < 2 or estimate.ndim < 2:
-        raise ValueError(f"reference: expected images (..., H, W), got shapes {reference.shape} "
+        raise InputError(f"reference: expected images (..., H, W), got shapes {reference.shape} "
                          f"and {estimate.shape}")
     if reference.shape[-2:] != estimate.shape[-2:]:
-        raise ValueError(f"estimate: shape {estimate.shape} differs from reference "
+        raise InputError(f"estimate: shape {estimate.shape} differs from reference "
                          f"{reference.shape}; pass images of the same (H, W)")
     dtype = jnp.result_type(reference.dtype, estimate.dtype, jnp.float32)
     shape = jnp.broadcast_shapes(reference.shape, estimate.shape)
@@ -97,7 +99,7 @@ def ssim(reference, estimate, *, data_range: float | jnp.ndarray = PEAK_16BIT,
     reference, estimate = _check_pair(reference, estimate)
     taps = _gaussian_taps(sigma, truncate, reference.dtype)
     if min(reference.shape[-2:]) < taps.shape[0]:
-        raise ValueError(f"reference: images must be at least {taps.shape[0]} px on each side "
+        raise InputError(f"reference: images must be at least {taps.shape[0]} px on each side "
                          f"for sigma={sigma}, got {reference.shape[-2:]}")
     data_range = jnp.asarray(data_range, reference.dtype)[..., None, None]
     mu_x = _valid_filter(reference, taps)

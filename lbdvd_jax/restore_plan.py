@@ -19,6 +19,7 @@ import numpy as np
 
 from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM, NUM_CLASSES, NUM_LEVELS
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.policy import DEFAULT_PSF_DEPTH_UM, continuous_depths, policy_psf_depth
 from lbdvd_jax.psf import psf_stack
 from lbdvd_jax.streaming import iteration_counts
@@ -72,11 +73,11 @@ def oracle_labels(levels, shape, origins):
         levels = levels[cy, cx]
     levels = levels.reshape(-1)
     if levels.shape != (len(origins),):
-        raise ValueError(f"levels: got shape {np.shape(levels)}, expected the patch grid "
+        raise InputError(f"levels: got shape {np.shape(levels)}, expected the patch grid "
                          f"({rows}, {cols}), ({len(origins)},) or the image shape {tuple(shape)}; "
                          "pass one label per patch of patch_grid(image.shape, stride=stride)")
     if not np.all(np.isin(levels, np.arange(NUM_CLASSES))):
-        raise ValueError(f"levels: labels must be integers 0..10 or 11 (bg), got values "
+        raise InputError(f"levels: labels must be integers 0..10 or 11 (bg), got values "
                          f"{sorted(set(np.unique(levels).tolist()) - set(range(12)))[:5]}")
     return levels.astype(np.int32)
 

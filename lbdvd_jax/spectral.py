@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lbdvd_jax.errors import InputError
+
 __all__ = ["NUM_STATS", "CLIP_FACTOR", "feature_size", "noise_sigma", "normalise_patch", "radial_bin_matrix",
            "radial_power_spectrum", "spectral_features"]
 
@@ -81,7 +83,7 @@ def radial_bin_matrix(height, width, num_bins):
     m[np.flatnonzero(ok), idx[ok]] = 1.0
     counts = m.sum(0)
     if np.any(counts == 0):
-        raise ValueError(f"num_bins: {num_bins} bins leave some empty for a {height}x{width} patch; "
+        raise InputError(f"num_bins: {num_bins} bins leave some empty for a {height}x{width} patch; "
                          f"use at most {min(height, width) // 4} bins")
     return m / counts
 

@@ -18,6 +18,7 @@ import numpy as np
 from lbdvd_jax.constants import BG_LABEL
 from lbdvd_jax.deconv import richardson_lucy
 from lbdvd_jax.devices import sharded_map
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.patches import (
     DEFAULT_CONTEXT,
     _check_context,
@@ -55,7 +56,7 @@ def deconvolve_windows(windows, kernels, iters=None, *, num_iter=15, chunk_size=
     n = windows.shape[0]
     chunk_size = default_chunk_size() if chunk_size is None else int(chunk_size)
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}.")
+        raise InputError(f"chunk_size must be a positive int or None; got {chunk_size!r}.")
     rl = lambda x, h, s=None: richardson_lucy(x, h, num_iter=num_iter,  # noqa: E731
                                               fft_shape=fft_shape, stop=s)
     args = (windows, kernels) if iters is None else (windows, kernels, iters)
@@ -79,11 +80,11 @@ def iteration_counts(num_iter, levels, num_levels):
     if np.ndim(num_iter) == 0:
         it = int(num_iter)
         if it < 0:
-            raise ValueError(f"num_iter must be >= 0; got {it!r}.")
+            raise InputError(f"num_iter must be >= 0; got {it!r}.")
         return it, jnp.full(jnp.shape(levels), it, jnp.int32)
     table = np.asarray(num_iter)
     if table.shape != (num_levels,) or not np.issubdtype(table.dtype, np.integer) or (table < 0).any():
-        raise ValueError(f"num_iter must be an int or one non-negative int per PSF level "
+        raise InputError(f"num_iter must be an int or one non-negative int per PSF level "
                          f"({num_levels}); got {num_iter!r}.")
     return int(table.max()), jnp.asarray(table, jnp.int32)[jnp.clip(levels, 0, num_levels - 1)]
 
@@ -91,14 +92,14 @@ def iteration_counts(num_iter, levels, num_levels):
 def _check_levels(levels, n, num_psfs, passthrough):
     levels = jnp.asarray(levels)
     if not jnp.issubdtype(levels.dtype, jnp.integer) or levels.shape != (n,):
-        raise ValueError(f"levels must be an integer array of shape ({n},), one label per patch of"
+        raise InputError(f"levels must be an integer array of shape ({n},), one label per patch of"
                          f" patch_grid(image.shape, ...); got dtype {levels.dtype!s}, shape "
                          f"{tuple(levels.shape)!r}. Fix: classify exactly those patches.")
     if is_concrete(levels):
         v = np.asarray(levels)
         bad = ~(((v >= 0) & (v < num_psfs)) | np.isin(v, passthrough))
         if bad.any():
-            raise ValueError(f"levels must index psfs (0..{num_psfs - 1}) or be a pass-through "
+            raise InputError(f"levels must index psfs (0..{num_psfs - 1}) or be a pass-through "
                              f"label {tuple(passthrough)!r}; got {sorted(set(v[bad].tolist()))!r}.")
     return levels
 

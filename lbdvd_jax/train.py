@@ -1,20 +1,20 @@
 """Training DelpNet with optax: presets, pure train/eval steps, BN re-estimation, the loop.
 
-The training state is a plain dict pytree ``{"step", "params", "batch_stats", "opt_state", "key",
-"elapsed_s"}``; the model's structure (``nnx.GraphDef``) and the optimizer are static. Every random
+The training state is a `TrainState` NamedTuple pytree (step, params, batch_stats, opt_state, key,
+elapsed_s); the model's structure (``nnx.GraphDef``) and the optimizer are static. Every random
 number of step ``s`` comes from ``fold_in(key, s)``, so a run is a pure function of its seed and
 configuration and a run resumed from an orbax checkpoint equals an uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import pathlib
 import sys
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,86 +25,40 @@ from flax import nnx
 from lbdvd_jax import checkpoint as ckpt_lib
 from lbdvd_jax.metrics_cls import classification_report
 from lbdvd_jax.model import DelpNet, DelpNetConfig
+from lbdvd_jax.train_config import PRESETS, TrainConfig, learning_rate_schedule, lr_at, make_optimizer
 
-PRESETS = ("paper", "fast")
 
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Optimiser and schedule.
+class TrainState(NamedTuple):
+    """DelpNet's training state (a pytree; saved whole in orbax checkpoints).
 
     Attributes:
-        preset: ``"paper"`` (Adam, lr 6e-5 with Keras inverse-time decay 5e-6 per step:
-            ``lr / (1 + 5e-6 * step)``, eps 1e-7) or ``"fast"`` (AdamW with linear warmup, constant
-            peak, linear cooldown to 0 over the last ``cooldown_steps`` of ``total_steps``: the
-            warmup-stable-decay schedule, which lets a CPU run be extended before its cooldown).
-        learning_rate: peak (fast) or initial (paper) learning rate; None takes the preset's
-            (6e-5 paper, 1e-3 fast).
-        decay: Keras-style inverse-time decay per step (paper preset).
-        warmup_steps, total_steps, cooldown_steps: fast preset schedule, in steps.
-        weight_decay: decoupled weight decay (fast preset).
-        clip_norm: global gradient-norm clip (fast preset; None disables).
-        batch_size: patches per step (128 in the paper).
-        seed: seeds initialisation, data and dropout.
+        step: () int32 steps taken; params / batch_stats: `nnx.State` of the parameters and of
+        the BatchNorm running statistics; opt_state: the optax state; key: the run's PRNG key
+        (step s draws from fold_in(key, s)); elapsed_s: () float32 training seconds so far.
     """
 
-    preset: str = "fast"
-    learning_rate: float | None = None
-    decay: float = 5e-6
-    warmup_steps: int = 300
-    total_steps: int = 10_000
-    cooldown_steps: int = 2_000
-    weight_decay: float = 1e-4
-    clip_norm: float | None = 1.0
-    batch_size: int = 128
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}.")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (BatchNorm needs a batch), got {self.batch_size!r}.")
-
-    @property
-    def peak_lr(self) -> float:
-        if self.learning_rate is not None:
-            return float(self.learning_rate)
-        return 6e-5 if self.preset == "paper" else 1e-3
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    step: jax.Array
+    params: nnx.State
+    batch_stats: nnx.State
+    opt_state: optax.OptState
+    key: jax.Array
+    elapsed_s: jax.Array
 
 
-def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
-    """The step -> learning-rate function of ``config`` (see :class:`TrainConfig`)."""
-    lr = config.peak_lr
-    if config.preset == "paper":
-        decay = config.decay
+class TrainSetup(NamedTuple):
+    """`init_state`'s result."""
 
-        def keras_decay(step):  # Keras (<= 2.2) Adam "decay": lr / (1 + decay * iterations)
-            return lr / (1.0 + decay * jnp.asarray(step, jnp.float32))
-
-        return keras_decay
-    warm, total, cool = config.warmup_steps, config.total_steps, config.cooldown_steps
-
-    def schedule(step):
-        step = jnp.asarray(step, jnp.float32)
-        w = jnp.minimum(1.0, (step + 1.0) / max(warm, 1))
-        c = jnp.clip((total - step) / max(cool, 1), 0.0, 1.0)
-        return lr * w * c
-
-    return schedule
+    graphdef: nnx.GraphDef
+    optimizer: optax.GradientTransformation
+    state: TrainState
 
 
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """The optax optimizer of ``config``: Adam (paper) or clipped AdamW (fast)."""
-    schedule = learning_rate_schedule(config)
-    if config.preset == "paper":
-        return optax.adam(schedule, b1=0.9, b2=0.999, eps=1e-7)  # Keras Adam defaults
-    tx = optax.adamw(schedule, weight_decay=config.weight_decay)
-    if config.clip_norm:
-        tx = optax.chain(optax.clip_by_global_norm(config.clip_norm), tx)
-    return tx
+class TrainResult(NamedTuple):
+    """`fit`'s result: the module structure, the final state and the evaluation records."""
+
+    graphdef: nnx.GraphDef
+    state: TrainState
+    history: list
 
 
 def init_state(model_config: DelpNetConfig, config: TrainConfig):
@@ -115,23 +69,17 @@ def init_state(model_config: DelpNetConfig, config: TrainConfig):
         config: training configuration (its seed initialises the parameters).
 
     Returns:
-        ``(graphdef, optimizer, state)``: the static model structure, the optax transformation and
-        the state dict pytree.
+        `TrainSetup(graphdef, optimizer, state)`: the static model structure, the optax
+        transformation and the `TrainState`.
     """
     key = jax.random.PRNGKey(config.seed)
     init_key, run_key = jax.random.split(key)
     model = DelpNet(model_config, rngs=nnx.Rngs(params=init_key))
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     optimizer = make_optimizer(config)
-    state = {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "batch_stats": batch_stats,
-        "opt_state": optimizer.init(params),
-        "key": run_key,
-        "elapsed_s": jnp.zeros((), jnp.float32),
-    }
-    return graphdef, optimizer, state
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                       opt_state=optimizer.init(params), key=run_key, elapsed_s=jnp.zeros((), jnp.float32))
+    return TrainSetup(graphdef, optimizer, state)
 
 
 def step_keys(key: jax.Array, step) -> tuple[jax.Array, jax.Array]:
@@ -140,13 +88,13 @@ def step_keys(key: jax.Array, step) -> tuple[jax.Array, jax.Array]:
     return tuple(jax.random.split(k))
 
 
-def train_step(graphdef, optimizer, state: dict, x: jax.Array, y: jax.Array, dropout_key: jax.Array):
+def train_step(graphdef, optimizer, state: TrainState, x: jax.Array, y: jax.Array, dropout_key: jax.Array):
     """One optimisation step (pure; jit it with ``graphdef`` and ``optimizer`` static).
 
     Args:
         graphdef: static model structure from :func:`init_state`.
         optimizer: optax transformation from :func:`init_state`.
-        state: training state dict.
+        state: `TrainState`.
         x: (B, 84, 84, 1) normalised patches.
         y: (B,) int labels.
         dropout_key: PRNG key for the dropout masks.
@@ -162,11 +110,11 @@ def train_step(graphdef, optimizer, state: dict, x: jax.Array, y: jax.Array, dro
         return loss, (logits, nnx.state(model, nnx.BatchStat))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state["batch_stats"]
+        state.params, state.batch_stats
     )
-    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    new_state = dict(state, step=state["step"] + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state._replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
     return new_state, metrics
 
@@ -243,7 +191,7 @@ def _jitted_step(graphdef, config: TrainConfig, optimizer, batch_fn):
     if fn is None:
 
         def _step(state, *args):
-            data_key, dropout_key = step_keys(state["key"], state["step"])
+            data_key, dropout_key = step_keys(state.key, state.step)
             x, y = batch_fn(data_key, *args)
             return train_step(graphdef, optimizer, state, x, y, dropout_key)
 
@@ -300,7 +248,7 @@ def fit(
         verbose: print progress.
 
     Returns:
-        ``(graphdef, state, history)``; ``history`` is the list of evaluation records.
+        `TrainResult(graphdef, state, history)`; ``history`` is the list of evaluation records.
     """
     graphdef, optimizer, state = init_state(model_config, config)
     out = pathlib.Path(out_dir) if out_dir is not None else None
@@ -317,7 +265,7 @@ def fit(
             if (out / "history.json").exists():
                 history = json.loads((out / "history.json").read_text())
             if verbose:
-                _log(f"resumed from step {int(state['step'])} ({float(state['elapsed_s']) / 60:.1f} min)")
+                _log(f"resumed from step {int(state.step)} ({float(state.elapsed_s) / 60:.1f} min)")
     stop = min(max_steps if max_steps is not None else config.total_steps, config.total_steps)
     if config.preset == "paper" and max_steps is not None:
         stop = max_steps
@@ -325,17 +273,17 @@ def fit(
     step_fn = _jitted_step(graphdef, config, optimizer, batch_fn)
     predict_fn = jax.jit(functools.partial(predict_logits, graphdef))
     moments_fn = jax.jit(functools.partial(batch_moments, graphdef))
-    bn_key = jax.random.fold_in(state["key"], 2**31 - 1)
+    bn_key = jax.random.fold_in(state.key, 2**31 - 1)
     best_acc = max((h["val_accuracy"] for h in history), default=-1.0)
 
     def _evaluate(state):
-        step = int(state["step"])
+        step = int(state.step)
         keys = jax.random.split(jax.random.fold_in(bn_key, step), bn_batches)
         bs = reestimate_batch_stats(
-            graphdef, state["params"], state["batch_stats"],
+            graphdef, state.params, state.batch_stats,
             (batch_fn(k, *batch_args)[0] for k in keys), moments_fn=moments_fn,
         )
-        report = evaluate(graphdef, state["params"], bs, *eval_set, predict_fn=predict_fn)
+        report = evaluate(graphdef, state.params, bs, *eval_set, predict_fn=predict_fn)
         return report, bs
 
     def _save(state):
@@ -343,15 +291,15 @@ def fit(
             ckpt_lib.save_train_state(mgr, state)
 
     t0 = time.perf_counter()
-    elapsed0 = float(state["elapsed_s"])
-    last_ckpt_t, last_log_t, last_log_step = t0, t0, int(state["step"])
+    elapsed0 = float(state.elapsed_s)
+    last_ckpt_t, last_log_t, last_log_step = t0, t0, int(state.step)
     run_loss, run_acc, run_n = 0.0, 0.0, 0
-    step = int(state["step"])
+    step = int(state.step)
     while step < stop:
         state, m = step_fn(state, *batch_args)
         step += 1
         now = time.perf_counter()
-        state["elapsed_s"] = jnp.asarray(elapsed0 + now - t0, jnp.float32)
+        state = state._replace(elapsed_s=jnp.asarray(elapsed0 + now - t0, jnp.float32))
         if step % log_every == 0 or step == stop:
             m = jax.device_get(m)
             run_loss, run_acc, run_n = run_loss + float(m["loss"]), run_acc + float(m["accuracy"]), run_n + 1
@@ -385,7 +333,7 @@ def fit(
                 (out / "history.json").write_text(json.dumps(history, indent=1))
                 if report["accuracy"] > best_acc:
                     best_acc = report["accuracy"]
-                    ckpt_lib.export_weights(out / "best.npz", model_config, state["params"], bs,
+                    ckpt_lib.export_weights(out / "best.npz", model_config, state.params, bs,
                                             metadata={"step": step, "val": {k: report[k] for k in
                                                       ("accuracy", "loss", "precision", "recall", "f1", "within_1")}})
             t0 += time.perf_counter() - te  # evaluation time is not training time
@@ -402,21 +350,16 @@ def fit(
     if mgr is not None:
         mgr.wait_until_finished()
         mgr.close()  # an open manager leaves TensorStore handles to the garbage collector
-    return graphdef, state, history
+    return TrainResult(graphdef, state, history)
 
 
-def model_from_state(graphdef, state: dict, batch_stats=None) -> DelpNet:
+def model_from_state(graphdef, state: TrainState, batch_stats=None) -> DelpNet:
     """The ``DelpNet`` module of a training state (``batch_stats`` overrides the running ones)."""
-    return nnx.merge(graphdef, state["params"], state["batch_stats"] if batch_stats is None else batch_stats)
-
-
-def lr_at(config: TrainConfig, step: int) -> float:
-    """The learning rate at ``step`` (for logs and plots)."""
-    return float(learning_rate_schedule(config)(step))
+    return nnx.merge(graphdef, state.params, state.batch_stats if batch_stats is None else batch_stats)
 
 
 __all__ = [
-    "PRESETS", "TrainConfig", "batch_moments", "evaluate", "fit", "init_state", "learning_rate_schedule",
-    "lr_at", "make_optimizer", "model_from_state", "predict_logits", "reestimate_batch_stats",
-    "step_keys", "train_step",
+    "TrainResult", "PRESETS", "TrainConfig", "TrainSetup", "TrainState", "batch_moments", "evaluate",
+    "fit", "init_state", "learning_rate_schedule", "lr_at", "make_optimizer", "model_from_state",
+    "predict_logits", "reestimate_batch_stats", "step_keys", "train_step",
 ]

@@ -149,7 +149,7 @@ def main(argv=None):
         max_seconds=None if args.max_minutes is None else args.max_minutes * 60,
         bn_batches=args.bn_batches, log_every=10 if not args.smoke else 1,
     )
-    print(f"done at step {int(state['step'])}; params {count_params(T.model_from_state(graphdef, state))}",
+    print(f"done at step {int(state.step)}; params {count_params(T.model_from_state(graphdef, state))}",
           file=sys.stderr)
     return 0
 
@@ -167,8 +167,8 @@ def raw_bn_reports(out, eval_set):
         state = ckpt_lib.restore_train_state(mgr, like)
     for i, which in enumerate(("val", "test")):
         x, y = eval_set(which, i + 1)
-        rep = T.evaluate(graphdef, state["params"], state["batch_stats"], x, y)
-        rep["step"] = int(state["step"])
+        rep = T.evaluate(graphdef, state.params, state.batch_stats, x, y)
+        rep["step"] = int(state.step)
         metrics_cls.write_report(rep, out / f"report_{which}_raw_bn.json")
         print(f"{which} (running BN stats as trained, step {rep['step']}): acc {rep['accuracy']:.4f} "
               f"±1 {rep['within_1']:.4f} F1 {rep['f1']:.4f}")

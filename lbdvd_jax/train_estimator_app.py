@@ -10,23 +10,44 @@ command resumes from the last checkpoint in --out (change --total-steps to move 
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
 import sys
 
 import jax
+import numpy as np
 
+from lbdvd_jax.camera import bg_mask
+from lbdvd_jax.constants import BG_LABEL, PATCH_SIZE
 from lbdvd_jax.data import load_infocus_fields, make_eval_set, split_fields
 from lbdvd_jax.estimator import DEFAULT_CONV, EstimatorConfig
 from lbdvd_jax.estimator_train import EstimatorTrainConfig, fit_estimator
+from lbdvd_jax.estimator_weights import load_estimator
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import psf_stack
 
 
-def eval_set(fields, seed, per_level):
-    x, y = make_eval_set(jax.random.key(seed), fields, psf_stack(Optics(), size=49), per_level=per_level)
-    return x[..., 0] * 65535.0, y
+def eval_set(fields, seed, per_level, window=PATCH_SIZE):
+    """(counts (n, window, window), labels): level-balanced held-out windows; the bg label comes
+    from the centre 84 px by the paper's rule (for 84 px the paper's set itself)."""
+    if window == PATCH_SIZE:
+        x, y = make_eval_set(jax.random.key(seed), fields, psf_stack(Optics(), size=49), per_level=per_level)
+        return x[..., 0] * 65535.0, y
+    x, y = make_eval_set(jax.random.key(seed), fields, psf_stack(Optics(), size=49), per_level=per_level,
+                         patch=window, with_bg=False)
+    x = x[..., 0] * 65535.0
+    c = (window - PATCH_SIZE) // 2
+    bg = np.asarray(bg_mask(x[:, c:c + PATCH_SIZE, c:c + PATCH_SIZE]))
+    return x, np.where(bg, BG_LABEL, y).astype(np.int32)
+
+
+def centre(xy):
+    """The centre 84 px of an eval set's windows (the isolated-patch view of the same data)."""
+    x, y = xy
+    c = (x.shape[-1] - PATCH_SIZE) // 2
+    return np.ascontiguousarray(x[:, c:c + PATCH_SIZE, c:c + PATCH_SIZE]), y
 
 
 def main(argv=None):
@@ -50,6 +71,13 @@ def main(argv=None):
     ap.add_argument("--num-bins", type=int, default=42, help="radial spectrum bins up to Nyquist")
     ap.add_argument("--taper", type=float, default=1.0, help="Tukey taper of the spectral window (1 = Hann)")
     ap.add_argument("--conv", default="default", help="'default' or 'none' (spectral branch only)")
+    ap.add_argument("--window", type=int, default=PATCH_SIZE,
+                    help="training window side (>= 84): wider windows give the spectral branch "
+                         "context; evaluated on windows and on their centre 84 px")
+    ap.add_argument("--patch-fraction", type=float, default=0.0,
+                    help="with --window > 84: share of steps on isolated 84-px patches (e.g. 0.5)")
+    ap.add_argument("--init", default=None,
+                    help="estimator weights (.npz) to fine-tune from (same architecture)")
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--per-level", type=int, default=100, help="eval patches per level")
     args = ap.parse_args(argv)
@@ -65,15 +93,23 @@ def main(argv=None):
     tr = split["train"]
     print("train", [names[i] for i in tr], "val", [names[i] for i in split["val"]],
           "test", [names[i] for i in split["test"]], file=sys.stderr)
-    sets = {"val": eval_set(fields[split["val"]], 1, args.per_level),
-            "test": eval_set(fields[split["test"]], 2, args.per_level)}
-    mc = EstimatorConfig(conv=() if args.conv == "none" else DEFAULT_CONV, num_bins=args.num_bins,
-                         taper=args.taper)
+    if args.window < PATCH_SIZE or (args.window - PATCH_SIZE) % 2:
+        ap.error(f"--window: got {args.window}, expected 84 or more, 84 + an even number")
+    sets = {"val": eval_set(fields[split["val"]], 1, args.per_level, args.window),
+            "test": eval_set(fields[split["test"]], 2, args.per_level, args.window)}
+    if args.window != PATCH_SIZE:
+        sets.update(val84=centre(sets["val"]), test84=centre(sets["test"]))
+    init = load_estimator(args.init) if args.init else None
+    mc = init.config if init is not None else EstimatorConfig(
+        conv=() if args.conv == "none" else DEFAULT_CONV, num_bins=args.num_bins, taper=args.taper)
+    mc = dataclasses.replace(mc, window=args.window)  # whole images are judged as trained
     tc = EstimatorTrainConfig(batch_size=args.batch_size, learning_rate=args.lr,
+                              warmup_steps=min(200, args.total_steps // 10),
                               total_steps=args.total_steps, cooldown_steps=args.cooldown_steps,
-                              rps_weight=args.rps_weight, zoom_fraction=args.zoom_fraction)
+                              rps_weight=args.rps_weight, zoom_fraction=args.zoom_fraction,
+                              window=args.window, patch_fraction=args.patch_fraction)
     hist = fit_estimator(mc, tc, fields[tr], out_dir=args.out, eval_sets=sets,
-                         eval_every=args.eval_every, max_steps=args.max_steps,
+                         eval_every=args.eval_every, max_steps=args.max_steps, init=init,
                          max_seconds=None if args.minutes is None else 60 * args.minutes)
     if hist:
         print(json.dumps(hist[-1]))

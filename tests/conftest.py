@@ -30,6 +30,6 @@ def data_dir():
 @pytest.fixture(scope="session")
 def real_fields():
     """(1, H, W) float32: the bundled real in-focus BBBC006 field a01 (ships with the package)."""
-    from lbdvd_jax.demo import bundled_path
     from lbdvd_jax.io import read_tiff
+    from lbdvd_jax.synthesis import bundled_path
     return read_tiff(bundled_path("a01_infocus.tif")).data[None].astype(np.float32)

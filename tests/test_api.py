@@ -51,3 +51,33 @@ def test_all_is_sorted_and_resolves():
     assert list(lbdvd_jax.__all__) == sorted(lbdvd_jax.__all__)
     for name in lbdvd_jax.__all__:
         getattr(lbdvd_jax, name)
+
+
+def test_results_are_named_tuples(tmp_path):
+    """Multi-part results unpack as before and name their parts (as optax's states do)."""
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+    from helpers import TINY, toy_batch
+
+    from lbdvd_jax import BlindDeconvolution, Classification, blind_richardson_lucy, classify_patches
+    from lbdvd_jax import checkpoint as C
+    from lbdvd_jax import train as T
+    from lbdvd_jax.model import DelpNet
+
+    img = jnp.ones((16, 16)) + jnp.eye(16)
+    res = blind_richardson_lucy(img, jnp.ones((3, 3)) / 9, num_iter=2)
+    assert isinstance(res, BlindDeconvolution) and res.image.shape == (16, 16) and res.psf.shape == (3, 3)
+    cls = classify_patches(DelpNet(TINY, rngs=nnx.Rngs(0)), np.full((3, 16, 16), 500.0))
+    assert isinstance(cls, Classification) and cls.labels.shape == (3,) and cls.probs.shape == (3, 12)
+    cfg = T.TrainConfig(total_steps=2, warmup_steps=1, cooldown_steps=1, batch_size=8)
+    setup = T.init_state(TINY, cfg)
+    assert isinstance(setup, T.TrainSetup) and isinstance(setup.state, T.TrainState)
+    assert int(setup.state.step) == 0
+    out = T.fit(TINY, cfg, lambda k, s: toy_batch(k, s, batch_size=8), (jnp.float32(0.01),),
+                out_dir=tmp_path / "run", verbose=False)
+    assert isinstance(out, T.TrainResult) and int(out.state.step) == 2
+    # a NamedTuple state round-trips through an orbax checkpoint as itself
+    with C.checkpoint_manager(tmp_path / "run" / "ckpt") as mgr:
+        back = C.restore_train_state(mgr, setup.state)
+    assert isinstance(back, T.TrainState) and int(back.step) == 2

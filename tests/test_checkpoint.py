@@ -1,22 +1,19 @@
 """Checkpoints: exact resume, save -> restore identical logits, shipped weights, bad files."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import TINY
+from helpers import toy_batch as toy_batch16
 
 from lbdvd_jax import checkpoint as C
 from lbdvd_jax import train as T
 from lbdvd_jax.model import DelpNetConfig, classify_patches
 
-TINY = DelpNetConfig(features=((4, 3, 2), (8, 3, 2)), patch_size=16)
-
-
-def toy_batch(key, scale):
-    k1, k2 = jax.random.split(key)
-    y = jax.random.randint(k1, (8,), 0, 12)
-    x = (y[:, None, None, None] + 1.0) * scale + 0.002 * jax.random.normal(k2, (8, 16, 16, 1))
-    return x.astype(jnp.float32), y.astype(jnp.int32)
+toy_batch = functools.partial(toy_batch16, batch_size=8)
 
 
 CFG = T.TrainConfig(learning_rate=3e-3, warmup_steps=2, total_steps=6, cooldown_steps=3, batch_size=8)
@@ -36,16 +33,16 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     _, full, _ = T.fit(ONE, CFG, toy_batch, args, out_dir=tmp_path / "full", **kw)
     # interrupted after 3 steps (checkpoint at the stop), then resumed by a fresh call
     _, part, _ = T.fit(ONE, CFG, toy_batch, args, out_dir=tmp_path / "cut", max_steps=3, **kw)
-    assert int(part["step"]) == 3
+    assert int(part.step) == 3
     _, resumed, _ = T.fit(ONE, CFG, toy_batch, args, out_dir=tmp_path / "cut", **kw)
-    assert int(resumed["step"]) == int(full["step"]) == 6
+    assert int(resumed.step) == int(full.step) == 6
     for k in ("step", "params", "batch_stats", "opt_state", "key"):
-        _assert_trees_equal(resumed[k], full[k])
+        _assert_trees_equal(getattr(resumed, k), getattr(full, k))
     # older checkpoints are kept and restorable by step; missing ones are named
     g, _, like = T.init_state(ONE, CFG)
     with C.checkpoint_manager(tmp_path / "cut" / "ckpt") as mgr:
         assert sorted(mgr.all_steps()) == [3, 6]
-        assert int(C.restore_train_state(mgr, like, step=3)["step"]) == 3
+        assert int(C.restore_train_state(mgr, like, step=3).step) == 3
         with pytest.raises(FileNotFoundError, match="available steps"):
             C.restore_train_state(mgr, like, step=2)
 
@@ -53,11 +50,11 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
 def test_export_load_identical_logits(tmp_path, rng):
     g, _, state = T.init_state(TINY, CFG)
     # make the BN statistics non-trivial
-    bs = jax.tree.map(lambda v: v + 0.1, state["batch_stats"])
-    path = C.export_weights(tmp_path / "w.npz", TINY, state["params"], bs, metadata={"note": "t"})
+    bs = jax.tree.map(lambda v: v + 0.1, state.batch_stats)
+    path = C.export_weights(tmp_path / "w.npz", TINY, state.params, bs, metadata={"note": "t"})
     model = C.load_delpnet(path)
     x = jnp.asarray(rng.random((4, 16, 16, 1)), jnp.float32)
-    ref = T.predict_logits(g, state["params"], bs, x)
+    ref = T.predict_logits(g, state.params, bs, x)
     np.testing.assert_array_equal(model(x), ref)
     assert C.read_weights(path)[2] == {"note": "t"}
     assert model.config == TINY
@@ -65,7 +62,7 @@ def test_export_load_identical_logits(tmp_path, rng):
     assert probs.shape == (4, 12)
     # a run directory resolves to its best.npz
     (tmp_path / "run").mkdir()
-    C.export_weights(tmp_path / "run" / "best.npz", TINY, state["params"], bs)
+    C.export_weights(tmp_path / "run" / "best.npz", TINY, state.params, bs)
     np.testing.assert_array_equal(C.load_delpnet(tmp_path / "run")(x), ref)
 
 
@@ -87,7 +84,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(ValueError, match="corrupt"):
         C.load_delpnet(bad)
     g, _, state = T.init_state(TINY, CFG)
-    good = C.export_weights(tmp_path / "good.npz", TINY, state["params"], state["batch_stats"])
+    good = C.export_weights(tmp_path / "good.npz", TINY, state.params, state.batch_stats)
     trunc = tmp_path / "trunc.npz"
     trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(ValueError, match="corrupt"):
@@ -100,12 +97,12 @@ def test_bad_files(tmp_path):
 
 def test_other_architecture(tmp_path):
     g, _, state = T.init_state(TINY, CFG)
-    path = C.export_weights(tmp_path / "w.npz", TINY, state["params"], state["batch_stats"])
+    path = C.export_weights(tmp_path / "w.npz", TINY, state.params, state.batch_stats)
     with pytest.raises(ValueError, match="another DelpNet architecture"):
         C.load_delpnet(path, config=DelpNetConfig())
     # arrays of one architecture under the record of another
     other = DelpNetConfig(features=((4, 3, 2), (6, 3, 2)), patch_size=16)
-    forged = C.export_weights(tmp_path / "forged.npz", other, state["params"], state["batch_stats"])
+    forged = C.export_weights(tmp_path / "forged.npz", other, state.params, state.batch_stats)
     with pytest.raises(ValueError, match="another architecture"):
         C.load_delpnet(forged)
     # an orbax training checkpoint of another model cannot be resumed into this one

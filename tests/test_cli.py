@@ -83,7 +83,7 @@ def test_restore_files_and_folders(tmp_path, rng, capsys):
 def test_predict_and_psf(tmp_path, rng, capsys, monkeypatch):
     def classify(patches):  # any callable patches -> (n, 12) probabilities is a model
         return np.eye(12, dtype=np.float32)[np.full(patches.shape[0], 4)]
-    monkeypatch.setattr("lbdvd_jax.demo._load_model", lambda path: (classify, "fake"))
+    monkeypatch.setattr("lbdvd_jax.checkpoint.load_delpnet", lambda path=None: classify)
     tifffile.imwrite(tmp_path / "a.tif", _cells(rng))
     assert main(["predict", str(tmp_path / "a.tif"), "-o", str(tmp_path / "map.tif")]) == 0
     out = capsys.readouterr().out
@@ -249,3 +249,98 @@ def test_ctrl_c_ends_within_two_seconds_and_leaves_only_complete_outputs(tmp_pat
     assert time.perf_counter() - t0 < 2.0
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     assert not out.exists() or os.listdir(out) == []  # nothing half-written
+
+
+@pytest.mark.parametrize("exc, one_line", [
+    (lambda: __import__("lbdvd_jax").InputError("--size: got 4, expected an odd number >= 5"), True),
+    (lambda: __import__("lbdvd_jax").InputTypeError("image: got a str, expected an array"), True),
+    (lambda: ValueError("operands could not be broadcast together"), False),  # a bug, not the user
+    (lambda: TypeError("unsupported operand type(s)"), False),
+])
+def test_only_user_errors_become_one_line(monkeypatch, capsys, exc, one_line):
+    """The library's InputError is the user's mistake (one line, exit 2); any other ValueError or
+    TypeError is a bug and keeps its traceback (it is not hidden behind `lbdvd: error:`)."""
+    import lbdvd_jax.cli as cli
+
+    def boom(args):
+        raise exc()
+
+    monkeypatch.setattr(cli, "cmd_psf", boom)
+    if one_line:
+        assert main(["psf", "--z-um", "4", "-o", "x.tif"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("lbdvd: error: ") and err.count("\n") == 1
+    else:
+        with pytest.raises((ValueError, TypeError)) as info:
+            main(["psf", "--z-um", "4", "-o", "x.tif"])
+        assert type(info.value) in (ValueError, TypeError)
+
+
+@pytest.mark.parametrize("tty, quiet", [(True, False), (False, False), (True, True)])
+def test_progress_is_tqdm_on_terminals_only(tmp_path, rng, monkeypatch, tty, quiet):
+    """A terminal sees tqdm's bars (files and patches, rate and ETA); a pipe or --quiet sees none."""
+    import io as _io
+
+    class Err(_io.StringIO):
+        def isatty(self):
+            return tty
+
+    tifffile.imwrite(tmp_path / "a.tif", _cells(rng, (200, 210)))
+    err = Err()
+    monkeypatch.setattr(sys, "stderr", err)
+    argv = ["restore", str(tmp_path / "a.tif"), "-o", str(tmp_path / "out"), "--mode", "di",
+            "--iterations", "2", "--pixel-um", "0.65"] + (["-q"] if quiet else [])
+    assert main(argv) == 0
+    text = err.getvalue()
+    if tty and not quiet:
+        assert "images: 100%" in text and "a.tif: 100%" in text and "it/s" in text
+    else:
+        assert "100%" not in text and "it/s" not in text
+
+
+def test_every_option_has_help_and_bench_has_no_overwrite():
+    import argparse
+
+    from lbdvd_jax.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {'/'.join(a.option_strings) or a.dest}" for name, p in sub.choices.items()
+               for a in p._actions if not a.help and not isinstance(a, argparse._HelpAction)]
+    assert missing == []
+    assert "--overwrite" not in sub.choices["bench"].format_help()
+    assert "when the TIFF holds none" not in sub.choices["psf"].format_help()  # psf reads no TIFF
+
+
+def test_psf_warns_when_size_cuts_the_kernel(tmp_path, capsys):
+    assert main(["psf", "--z-um", "40", "--size", "65", "-o", str(tmp_path / "p.tif")]) == 0
+    err = capsys.readouterr().err
+    assert "--size 65 cuts the 40 µm PSF" in err and "pass --size 79" in err
+    assert main(["psf", "--z-um", "20", "-o", str(tmp_path / "q.tif")]) == 0  # 49 holds 20 µm
+    assert "cuts" not in capsys.readouterr().err
+    assert main(["psf", "--size", "48", "-o", str(tmp_path / "r.tif")]) == 2
+    assert "--size: got 48, expected an odd number" in _err_line(capsys)
+
+
+def test_disk_full_is_one_line_and_leaves_nothing(tmp_path, rng, capsys, monkeypatch):
+    """ENOSPC while the TIFF is written: one error line naming the output, no temporary or
+    partial file left, the input untouched."""
+    import errno
+
+    import lbdvd_jax.io as lio
+
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, _cells(rng))
+    before = src.read_bytes()
+
+    def full_disk(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"II*\x00partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lio.tifffile, "imwrite", full_disk)
+    out = tmp_path / "out"
+    assert main(["restore", str(src), "-o", str(out), "--mode", "di", "--iterations", "2", "-q",
+                 "--pixel-um", "0.65"]) == 2
+    line = _err_line(capsys)
+    assert "No space left on device" in line and str(out / "a.tif") in line
+    assert sorted(p.name for p in out.iterdir()) == [] and src.read_bytes() == before

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference as ref
 import tifffile
+from reference import bg_rule_ref, camera_moments_ref, defocus_valid_ref, gaussian_psf_ref
 
 from lbdvd_jax import Optics, psf_stack
 from lbdvd_jax.data import (
@@ -40,7 +40,7 @@ def small():
         for cy, cx, a in rng.uniform([0, 0, 200], [60, 70, 2000], (4, 3)):
             f += a * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 40.0)
         fields.append(rng.poisson(f).astype(np.float32))
-    psfs = np.stack([ref.gaussian_psf_ref(9, 0.3 + 0.3 * i) for i in range(11)]).astype(np.float32)
+    psfs = np.stack([gaussian_psf_ref(9, 0.3 + 0.3 * i) for i in range(11)]).astype(np.float32)
     return np.stack(fields), psfs
 
 
@@ -93,7 +93,7 @@ def test_camera_noise_moments(method, n):
     noise = jax.jit(functools.partial(add_camera_noise, **cam._asdict(), method=method))
     x = noise(jax.random.key(0), jnp.broadcast_to(mu, (n, 5)))
     assert x.dtype == jnp.float32
-    mean_ref, var_ref = ref.camera_moments_ref(np.asarray(mu), *cam)
+    mean_ref, var_ref = camera_moments_ref(np.asarray(mu), *cam)
     x = np.asarray(x, np.float64)
     se = np.sqrt(var_ref / n)
     np.testing.assert_array_less(np.abs(x.mean(0) - mean_ref), 5 * se + 1e-3)
@@ -118,7 +118,7 @@ def test_bg_rule_hand_made():
         p[10, 10] = hi
         cases.append(p)
     got = np.asarray(bg_mask(jnp.asarray(np.stack(cases))))
-    assert got.tolist() == [ref.bg_rule_ref(c) for c in cases] == [True, False, True, False, False]
+    assert got.tolist() == [bg_rule_ref(c) for c in cases] == [True, False, True, False, False]
     assert bool(bg_mask(jnp.asarray(base), bg_max=110.0)) is False
 
 
@@ -129,8 +129,8 @@ def test_real_bg_rate_a01_vs_synthetic(data_dir):
     grid = np.stack([a01[y:y + 84, x:x + 84] for y in range(0, 437, 42) for x in range(0, 613, 42)])
     assert len(grid) == 165 and int(np.asarray(bg_mask(jnp.asarray(grid))).sum()) == 98
     # same grid of the central region, real vs blurred (level 5) + camera noise
-    psf = ref.gaussian_psf_ref(49, 4.0)
-    blurred = ref.defocus_valid_ref(a01, psf).astype(np.float32)
+    psf = gaussian_psf_ref(49, 4.0)
+    blurred = defocus_valid_ref(a01, psf).astype(np.float32)
     noisy = jnp.round(jax.jit(add_camera_noise)(jax.random.key(0), jnp.asarray(blurred),
                                                 present=float((psf ** 2).sum())))
     cut = lambda im: jnp.asarray(np.stack([np.asarray(im)[y:y + 84, x:x + 84]
@@ -152,7 +152,7 @@ def test_crops_equal_scipy_valid_blur(data_dir):
     for lv, (y, x) in zip(levels, pos):
         counts, labels = crops(jax.random.key(0), fields[1], psfs, np.array([lv]),
                                positions=np.array([[y, x]]))
-        want = ref.defocus_valid_ref(fields[1][y:y + 132, x:x + 132], psfs[lv])
+        want = defocus_valid_ref(fields[1][y:y + 132, x:x + 132], psfs[lv])
         assert counts.shape == (1, 84, 84) and counts.dtype == jnp.float32 and int(labels[0]) == lv
         np.testing.assert_allclose(np.asarray(counts[0]), want, rtol=2e-5, atol=2e-3)
 
@@ -164,7 +164,7 @@ def test_crops_float64(x64, small):
     counts, _ = crops(jax.random.key(0), f64, p64, np.array([2, 7]), positions=np.array([[3, 9], [28, 38]]))
     assert counts.dtype == jnp.float64
     for i, (lv, (y, x)) in enumerate(zip([2, 7], [(3, 9), (28, 38)])):
-        want = ref.defocus_valid_ref(f64[y:y + 32, x:x + 32], p64[lv])
+        want = defocus_valid_ref(f64[y:y + 32, x:x + 32], p64[lv])
         np.testing.assert_allclose(np.asarray(counts[i]), want, rtol=1e-12, atol=1e-9)
 
 
@@ -174,7 +174,7 @@ def test_defocus_crops_labels_and_noise(small):
     counts, labels = crops(jax.random.key(3), fields[0], psfs, np.arange(11))
     assert counts.shape == (44, 24, 24) and labels.shape == (44,) and labels.dtype == jnp.int32
     assert np.array_equal(np.asarray(counts), np.round(np.asarray(counts)))  # integer counts
-    is_bg = np.array([ref.bg_rule_ref(c) for c in np.asarray(counts)])
+    is_bg = np.array([bg_rule_ref(c) for c in np.asarray(counts)])
     np.testing.assert_array_equal(np.asarray(labels), np.where(is_bg, BG_LABEL, np.repeat(np.arange(11), 4)))
 
 
@@ -187,7 +187,7 @@ def test_synth_batch_shapes_labels_determinism(small):
     assert x.shape == (64, 24, 24, 1) and x.dtype == jnp.float32 and y.dtype == jnp.int32
     assert 0 <= float(x.min()) and float(x.max()) <= 1
     counts = np.asarray(x[..., 0]) * COUNT_SCALE
-    is_bg = np.array([ref.bg_rule_ref(c) for c in counts])
+    is_bg = np.array([bg_rule_ref(c) for c in counts])
     np.testing.assert_array_equal(np.asarray(y) == BG_LABEL, is_bg)
     assert set(np.asarray(y).tolist()) <= set(range(12))
     x2, y2 = fn(jax.random.key(0), fields, psfs)
@@ -209,7 +209,7 @@ def test_synth_batch_levels_uniform_and_options(small):
 
 
 def test_synth_batch_with_phantoms():
-    psfs = np.stack([ref.gaussian_psf_ref(9, 0.3 + 0.3 * i) for i in range(11)]).astype(np.float32)
+    psfs = np.stack([gaussian_psf_ref(9, 0.3 + 0.3 * i) for i in range(11)]).astype(np.float32)
     fields = np.full((1, 40, 40), 120.0, np.float32)  # flat fields: all bg
     x, y = jax.jit(functools.partial(synth_batch, batch_size=16, patch=24, phantom_fraction=0.375,
                                      augment=False))(jax.random.key(0), fields, psfs)

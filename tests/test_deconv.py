@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from reference import blind_rl_ref, rl_ref
 
 from lbdvd_jax import blind_richardson_lucy, richardson_lucy
 from lbdvd_jax.deconv import fast_fft_size
-from tests.reference import blind_rl_ref, rl_ref
 
 
 def gaussian_psf_ref(size, sigma):

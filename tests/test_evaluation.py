@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from lbdvd_jax.demo import bundled_path
 from lbdvd_jax.evaluation import tune_iterations
 from lbdvd_jax.io import read_tiff
+from lbdvd_jax.synthesis import bundled_path
 
 
 def test_tune_iterations_picks_the_best_candidate_per_level():

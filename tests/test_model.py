@@ -5,10 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import TINY
 
 from lbdvd_jax.model import DelpNet, DelpNetConfig, classify_patches, conv_macs, count_params
-
-TINY = DelpNetConfig(features=((4, 3, 2), (8, 3, 2)), patch_size=16)
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def test_cli_optics_option(tmp_path, capsys):
 def test_calibrate_from_a_focus_pair(tmp_path, real_fields, capsys):
     import tifffile
 
-    from lbdvd_jax.demo import synthesize_defocus
+    from lbdvd_jax.synthesis import synthesize_defocus
 
     focus = real_fields[0]
     blurred, _ = synthesize_defocus(focus, level=5, seed=0)  # 10 µm at NA 0.5

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import patchwise_ref
 
 from lbdvd_jax import (
     depth_invariant_deconvolve,
@@ -21,7 +22,6 @@ from lbdvd_jax import (
 )
 from lbdvd_jax.patches import add_windows_in_place, gather_windows, scatter_add_windows
 from lbdvd_jax.streaming import deconvolve_streaming, deconvolve_windows
-from tests.reference import patchwise_ref
 
 PATCH = 84
 

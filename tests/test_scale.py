@@ -327,7 +327,7 @@ import json, sys, warnings
 import numpy as np
 warnings.simplefilter("ignore")
 from lbdvd_jax import load_delpnet, restore
-from lbdvd_jax.demo import bundled_path
+from lbdvd_jax.synthesis import bundled_path
 from lbdvd_jax.io import read_tiff
 side = int(sys.argv[1])
 f = read_tiff(bundled_path("a01_infocus.tif")).data.astype(np.float32)

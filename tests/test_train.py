@@ -7,21 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import TINY_NO_DROPOUT, toy_batch
 from reference import classification_metrics_ref, top_k_ref
 
 from lbdvd_jax import train as T
 from lbdvd_jax.metrics_cls import classification_report, confusion_matrix, top_k_curve, write_report
 from lbdvd_jax.model import DelpNetConfig
-
-TINY = DelpNetConfig(features=((4, 3, 2), (8, 3, 2)), patch_size=16, dropout_rate=0.0, head_dropout_rate=0.0)
-
-
-def toy_batch(key, scale, *, batch_size=16):
-    """Separable toy data: class c is a flat patch of brightness (c + 1) * scale plus noise."""
-    k1, k2 = jax.random.split(key)
-    y = jax.random.randint(k1, (batch_size,), 0, 12)
-    x = (y[:, None, None, None] + 1.0) * scale + 0.002 * jax.random.normal(k2, (batch_size, 16, 16, 1))
-    return x.astype(jnp.float32), y.astype(jnp.int32)
 
 
 def test_paper_preset_is_keras_inverse_time_decay():
@@ -29,8 +20,8 @@ def test_paper_preset_is_keras_inverse_time_decay():
     sched = T.learning_rate_schedule(cfg)
     for t in (0, 1, 1000, 200_000):
         np.testing.assert_allclose(float(sched(t)), 6e-5 / (1 + 5e-6 * t), rtol=1e-6)
-    g, opt, state = T.init_state(TINY, cfg)
-    assert "params" in state and int(state["step"]) == 0
+    g, opt, state = T.init_state(TINY_NO_DROPOUT, cfg)
+    assert isinstance(state, T.TrainState) and int(state.step) == 0
 
 
 def test_fast_preset_warmup_stable_decay():
@@ -51,18 +42,18 @@ def test_short_run_loss_falls_and_is_deterministic():
     scale = jnp.float32(0.02)
     runs = []
     for _ in range(2):
-        g, opt, state = T.init_state(TINY, cfg)
+        g, opt, state = T.init_state(TINY_NO_DROPOUT, cfg)
         step = jax.jit(functools.partial(T.train_step, g, opt))
         losses = []
         for s in range(40):
-            dk, pk = T.step_keys(state["key"], s)
+            dk, pk = T.step_keys(state.key, s)
             state, m = step(state, *toy_batch(dk, scale), pk)
             losses.append(float(m["loss"]))
         runs.append((losses, state))
     losses = runs[0][0]
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
     assert runs[0][0] == runs[1][0]  # same seed, same run
-    for a, b in zip(jax.tree.leaves(runs[0][1]["params"]), jax.tree.leaves(runs[1][1]["params"])):
+    for a, b in zip(jax.tree.leaves(runs[0][1].params), jax.tree.leaves(runs[1][1].params)):
         np.testing.assert_array_equal(a, b)
 
 
@@ -70,13 +61,13 @@ def test_reestimate_batch_stats_is_cumulative_average(rng):
     cfg = DelpNetConfig(features=((3, 1, 1),), patch_size=4, dropout_rate=0.0, head_dropout_rate=0.0)
     g, _, state = T.init_state(cfg, T.TrainConfig())
     batches = [rng.random((5, 4, 4, 1)).astype(np.float32) for _ in range(4)]
-    bs = T.reestimate_batch_stats(g, state["params"], state["batch_stats"], batches)
-    w = np.asarray(state["params"]["convs"][0]["kernel"][...], np.float64).reshape(1, 3)
+    bs = T.reestimate_batch_stats(g, state.params, state.batch_stats, batches)
+    w = np.asarray(state.params["convs"][0]["kernel"][...], np.float64).reshape(1, 3)
     feats = [b.reshape(-1, 1).astype(np.float64) @ w for b in batches]
     np.testing.assert_allclose(bs["norms"][0]["mean"][...], np.mean([f.mean(0) for f in feats], 0), rtol=1e-5)
     np.testing.assert_allclose(bs["norms"][0]["var"][...], np.mean([f.var(0) for f in feats], 0), rtol=1e-4)
     # no batches: unchanged
-    assert T.reestimate_batch_stats(g, state["params"], state["batch_stats"], []) is state["batch_stats"]
+    assert T.reestimate_batch_stats(g, state.params, state.batch_stats, []) is state.batch_stats
 
 
 def test_metrics_against_loop_oracle(rng):
