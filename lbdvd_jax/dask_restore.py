@@ -32,7 +32,7 @@ from lbdvd_jax.defocus_map import ImageStats, defocus_map, judging_window, patch
 from lbdvd_jax.errors import InputError
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import DEFAULT_CONTEXT, patch_grid
-from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM
+from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM, choose_policy
 from lbdvd_jax.restore_plan import (
     background_from_order_stats,
     background_ranks,
@@ -106,7 +106,7 @@ def _background(plane, summaries, integer, scheduler):
 
 
 def _plan_plane(plane, *, model, origins, stride, pool, mode, num_iter, num_psfs, levels, defocus,
-                surface_degree, psf_depth_um, background, scheduler, batch_size):
+                surface_degree, psf_depth_um, background, scheduler, batch_size, policy=None):
     import dask
 
     h, w = plane.shape
@@ -147,7 +147,7 @@ def _plan_plane(plane, *, model, origins, stride, pool, mode, num_iter, num_psfs
         dmap = defocus_map(probs, origins, pool=pool, stats=stats)
     plan = plan_restoration((h, w), origins, mode=mode, num_iter=num_iter, num_psfs=num_psfs, dmap=dmap,
                             levels=levels, defocus=defocus, surface_degree=surface_degree,
-                            psf_depth_um=psf_depth_um)
+                            psf_depth_um=psf_depth_um, policy=policy)
     if isinstance(background, str):
         background = _background(plane, summaries, integer, scheduler)
     return plan, float(background)
@@ -201,6 +201,7 @@ def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels
     planes = arr if arr.ndim == 3 else arr[None]
     h, w = planes.shape[-2:]
     context = DEFAULT_CONTEXT if context is None else int(context)
+    policy = choose_policy(mode, defocus, num_iter, psf_depth_um)
     if num_iter is None:
         num_iter = 15 if mode == "di" else DEFAULT_ITERATIONS
     if psf_depth_um is None and mode != "di":
@@ -219,7 +220,8 @@ def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels
                                num_iter=num_iter, num_psfs=psfs.shape[0],
                                levels=np.asarray(levels)[b] if per_image_levels else levels,
                                defocus=defocus, surface_degree=surface_degree, psf_depth_um=psf_depth_um,
-                               background=background, scheduler=scheduler, batch_size=batch_size)
+                               background=background, scheduler=scheduler, batch_size=batch_size,
+                               policy=policy)
         plans.append(plan)
         backgrounds.append(bg)
     bh = max(b - a for a, b in rblocks)

@@ -32,7 +32,7 @@ from lbdvd_jax.defocus_map import DefocusMap, predict_defocus
 from lbdvd_jax.errors import InputError, InputTypeError
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import DEFAULT_CONTEXT, patch_grid
-from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM
+from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM, choose_policy
 from lbdvd_jax.psf import psf_stack
 from lbdvd_jax.restore_plan import grid_shape, image_background, patch_kernels, plan_restoration
 from lbdvd_jax.streaming import deconvolve_streaming, iteration_counts
@@ -175,7 +175,7 @@ def _check_options(*, model, mode, levels, weights, stride, shape, optics, psf_d
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,
                  chunk_size, pad_mode, shard, background, progress, timings, pool,
                  defocus="levels", surface_degree="auto", optics=None, psf_depth_um=None, psf_size=49,
-                 block=None):
+                 block=None, policy=None):
     t0 = time.perf_counter()
     origins = patch_grid(image.shape, patch=PATCH, stride=stride)
     dmap = None
@@ -183,7 +183,7 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
         dmap = predict_defocus(np.asarray(image), model=model, stride=stride, pool=pool)
     plan = plan_restoration(image.shape, origins, mode=mode, num_iter=num_iter, num_psfs=psfs.shape[0],
                             dmap=dmap, levels=levels, defocus=defocus, surface_degree=surface_degree,
-                            psf_depth_um=psf_depth_um)
+                            psf_depth_um=psf_depth_um, policy=policy)
     t1 = time.perf_counter()
     if isinstance(background, str):
         if background != "auto":
@@ -278,8 +278,11 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
         'soft', 'oracle'). None: `DEFAULT_PSF_DEPTH_UM` (the in-focus PSF for level 1, 2 µm x
         level above); `tuple(2.0 * l for l in range(11))` is the paper's.
       defocus: 'dv' only: 'levels' (default, the paper's 11 PSFs) or 'continuous': each patch
-        gets the PSF of its own real-valued depth (the pooled expected z, or the depth surface),
-        mapped through the `psf_depth_um` policy by linear interpolation between the levels.
+        gets the PSF of its own real-valued depth (the pooled expected z, or the depth surface).
+        With neither `num_iter` nor `psf_depth_um` given, the PSF depth and the iteration count
+        follow `policy.CONTINUOUS_POLICY`, fitted by gradient through RL and the PSF on the
+        training fields (`policy_fit.py`); given either, `psf_depth_um` is interpolated between
+        the levels and `num_iter` taken at the nearest level.
       block: deconvolve block by block, blocks of this side in px (>= 84): the same pixels with
         memory bounded by the image, the output and one block (`blocks.py`); `progress` then
         counts blocks and may raise to stop between them. None (default): blocks of 2048 px
@@ -303,6 +306,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
       ((520, 696), (12, 16))
     """
     context = DEFAULT_CONTEXT if context is None else int(context)
+    policy = choose_policy(mode, defocus, num_iter, psf_depth_um)
     if num_iter is None:
         num_iter = 15 if mode == "di" else DEFAULT_ITERATIONS
     image = _check(image)
@@ -317,7 +321,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
                 shard=jax.local_device_count() > 1 if shard is None else bool(shard),
                 background=background, progress=progress, pool=bool(pool),
                 timings=_timings, defocus=defocus, surface_degree=surface_degree, optics=optics,
-                psf_depth_um=psf_depth_um, psf_size=psf_size, block=block)
+                psf_depth_um=psf_depth_um, psf_size=psf_size, block=block, policy=policy)
     if mode in ("dv", "soft") and _is_trained_model(model):
         from lbdvd_jax.optics_file import optics_mismatch
 

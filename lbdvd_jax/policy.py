@@ -7,12 +7,15 @@ with `defocus='continuous'` each patch's own depth (a fitted depth surface) is m
 same table by linear interpolation between the levels.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM, NUM_LEVELS, PATCH_SIZE
 from lbdvd_jax.depth_surface import fit_depth_surface
 
-__all__ = ["DEFAULT_ITERATIONS", "DEFAULT_PSF_DEPTH_UM", "continuous_depths", "policy_psf_depth"]
+__all__ = ["CONTINUOUS_POLICY", "DEFAULT_ITERATIONS", "DEFAULT_PSF_DEPTH_UM", "LEVEL_POLICY",
+           "PolicyTable", "choose_policy", "continuous_depths", "policy_psf_depth"]
 
 PATCH = PATCH_SIZE
 
@@ -26,6 +29,44 @@ DEFAULT_ITERATIONS = (1, 1) + (15,) * (NUM_LEVELS - 2)
 #: -3.36 dB on level-0 fields where the 0 µm PSF gains +1.89 dB; on level-1 fields they gain
 #: +2.01 and +0.85 dB. Mean over both: +1.37 dB for 0 µm, the best of 0-2 µm x 1-2 iterations.
 DEFAULT_PSF_DEPTH_UM = (0.0, 0.0) + tuple(2.0 * level for level in range(2, NUM_LEVELS))
+
+
+class PolicyTable(NamedTuple):
+    """A deconvolution policy for real-valued depths: piecewise linear over knots (µm).
+
+    Attributes:
+        z_um: knot depths (the 11 levels, 0..20 µm).
+        psf_depth_um: depth of the PSF used at each knot.
+        iterations: RL iterations at each knot (real-valued; rounded per patch, 0 = passed through).
+    """
+
+    z_um: tuple
+    psf_depth_um: tuple
+    iterations: tuple
+
+    def psf_depth(self, z_um):
+        """PSF depth (µm) for depths `z_um` (linear between knots, constant beyond)."""
+        return np.interp(np.nan_to_num(np.asarray(z_um, np.float64)), self.z_um, self.psf_depth_um)
+
+    def iteration_counts(self, z_um):
+        """Integer RL iterations for depths `z_um`."""
+        return np.rint(np.interp(np.nan_to_num(np.asarray(z_um, np.float64)), self.z_um,
+                                 self.iterations)).astype(np.int32)
+
+
+#: The table `defocus='continuous'` starts from before a fit: the level policy's PSF depths and
+#: iteration counts at the knots (what `policy_psf_depth` and the nearest level give).
+LEVEL_POLICY = PolicyTable(tuple(LEVEL_STEP_UM * np.arange(NUM_LEVELS)), DEFAULT_PSF_DEPTH_UM,
+                           tuple(float(v) for v in DEFAULT_ITERATIONS))
+CONTINUOUS_POLICY = LEVEL_POLICY  # replaced by the fitted table below once measured
+
+
+def choose_policy(mode, defocus, num_iter, psf_depth_um):
+    """`CONTINUOUS_POLICY` for `defocus='continuous'` in 'dv' mode when the caller gave neither
+    an iteration table nor PSF depths; else None (the per-level tables apply)."""
+    if mode == "dv" and defocus == "continuous" and num_iter is None and psf_depth_um is None:
+        return CONTINUOUS_POLICY
+    return None
 
 
 def policy_psf_depth(z_um, psf_depth_um=None):

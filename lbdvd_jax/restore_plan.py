@@ -83,7 +83,7 @@ def oracle_labels(levels, shape, origins):
 
 
 def plan_restoration(shape, origins, *, mode, num_iter, num_psfs, dmap=None, levels=None,
-                     defocus="levels", surface_degree="auto", psf_depth_um=None) -> RestorePlan:
+                     defocus="levels", surface_degree="auto", psf_depth_um=None, policy=None) -> RestorePlan:
     """The `RestorePlan` of one image.
 
     Args:
@@ -94,6 +94,9 @@ def plan_restoration(shape, origins, *, mode, num_iter, num_psfs, dmap=None, lev
         dmap: 'dv'/'soft': the image's `DefocusMap`.
         levels: 'oracle': per-patch labels or a per-pixel map (`oracle_labels`).
         defocus, surface_degree, psf_depth_um: as `restore`.
+        policy: a `policy.PolicyTable` for 'continuous' (PSF depth and iterations as functions of
+            each patch's depth); None: `psf_depth_um` interpolated and the `num_iter` table at the
+            nearest level.
     """
     n = len(origins)
     kernel_z = surface = None
@@ -101,20 +104,25 @@ def plan_restoration(shape, origins, *, mode, num_iter, num_psfs, dmap=None, lev
         labels, probs = np.asarray(dmap.labels, np.int32), np.asarray(dmap.probs, np.float32)
         if defocus == "continuous":
             z_cont, surface = continuous_depths(dmap, origins, shape, surface_degree)
-            kernel_z = policy_psf_depth(z_cont, psf_depth_um)
+            kernel_z = (policy_psf_depth(z_cont, psf_depth_um) if policy is None
+                        else policy.psf_depth(z_cont))
     elif mode == "oracle":
         labels = oracle_labels(levels, shape, origins)
         probs = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
     else:  # 'di': the in-focus PSF everywhere, no classifier
         labels = np.zeros((n,), np.int32)
         probs = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
-    if mode == "soft":
+    if mode == "soft" or (kernel_z is not None and policy is not None):  # the policy passes patches
         active = labels != BG_LABEL
     elif mode == "di":
         active = np.ones((n,), bool)
     else:
         active = (labels != BG_LABEL) & (labels != 0)
-    if np.ndim(num_iter) == 0:  # one count for all: no per-patch stop
+    if kernel_z is not None and policy is not None:  # the fitted policy's counts, 0 = pass through
+        iters = np.where(active, policy.iteration_counts(z_cont), 0).astype(np.int32)
+        max_iter = max(int(np.rint(np.max(policy.iterations))), 1)  # static: one compile per policy
+        active = active & (iters > 0)
+    elif np.ndim(num_iter) == 0:  # one count for all: no per-patch stop
         max_iter, iters = int(num_iter), None
     elif kernel_z is not None:  # the table at each patch's nearest level
         nearest = np.clip(np.rint(np.nan_to_num(z_cont) / LEVEL_STEP_UM), 0, NUM_LEVELS - 1)

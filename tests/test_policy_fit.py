@@ -1,0 +1,82 @@
+"""The continuous-depth policy: its table, its plan, and the differentiable restore it is fitted through."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from reference import psf_quad, rl_ref
+
+from lbdvd_jax.optics import Optics
+from lbdvd_jax.policy import LEVEL_POLICY, PolicyTable
+from lbdvd_jax.policy_fit import PolicySamples, fit_policy, restore_windows
+
+KNOTS = tuple(2.0 * np.arange(11))
+
+
+def test_policy_table_interpolates_and_rounds():
+    t = PolicyTable(KNOTS, tuple(np.linspace(1.0, 19.0, 11)), (0.0, 0.4, 2.0) + (15.0,) * 8)
+    z = np.array([0.0, 1.0, 2.9, 25.0, np.nan])
+    np.testing.assert_allclose(t.psf_depth(z), [1.0, 1.9, 1.0 + 1.8 * 1.45, 19.0, 1.0])
+    assert t.iteration_counts(z).tolist() == [0, 0, 1, 15, 0]  # 0.2 -> 0 (passed through); 2.9 µm: 1.12
+
+
+def test_restore_windows_equals_float64_rl_and_interpolates_iterations(x64, rng):
+    win = (100 + rng.poisson(300, (2, 132, 132))).astype(np.float64)
+    z = np.array([3.0, 11.0])
+    got = np.asarray(restore_windows(win, jnp.asarray(z), jnp.asarray([4.0, 2.5]), max_iter=6,
+                                     background=100.0))
+    for i, (zi, n) in enumerate(zip(z, (4, 2))):
+        h = psf_quad(49, zi)
+        x = np.maximum(win[i] - 100.0, 0.0)
+        lo = rl_ref(x, h, n)[24:108, 24:108] + 100.0
+        if i == 0:
+            np.testing.assert_allclose(got[i], lo, rtol=1e-8)
+        else:  # 2.5 iterations: halfway between the 2nd and 3rd iterates
+            hi = rl_ref(x, h, n + 1)[24:108, 24:108] + 100.0
+            np.testing.assert_allclose(got[i], 0.5 * (lo + hi), rtol=1e-8)
+
+
+def test_restore_windows_gradient_in_depth_and_iterations_matches_finite_differences(x64, rng):
+    win = jnp.asarray((100 + rng.poisson(300, (1, 132, 132))).astype(np.float64))
+    f = lambda z, n: jnp.sum(restore_windows(win, z[None], n[None], max_iter=4)[0, 30:40, 30:40])  # noqa: E731
+    z, n = jnp.float64(7.3), jnp.float64(2.3)
+    gz, gn = jax.grad(f, argnums=(0, 1))(z, n)
+    hz, hn = 1e-4, 1e-4
+    np.testing.assert_allclose(gz, (f(z + hz, n) - f(z - hz, n)) / (2 * hz), rtol=1e-5)
+    np.testing.assert_allclose(gn, (f(z, n + hn) - f(z, n - hn)) / (2 * hn), rtol=1e-5)
+
+
+def test_fit_moves_the_policy_toward_what_restores_best(rng):
+    """Windows that are already sharp (the truth is the observed centre): the best policy is to
+    leave them alone, and the fit drives the iterations there from the level table's 15."""
+    win = (100 + rng.poisson(400, (24, 132, 132))).astype(np.float32)
+    samples = PolicySamples(win, win[:, 24:108, 24:108].copy(), np.full(24, 9.0, np.float32),
+                            np.full(24, 9.0, np.float32))
+    table, hist = fit_policy(samples, init=LEVEL_POLICY, steps=25, batch=8, learning_rate=0.5)
+    assert table.iterations[4] < 8 and table.iterations[5] < 8  # the knots around 9 µm
+    assert hist[-1][1] > hist[0][1] + 3  # PSNR of the batch rose
+
+
+def test_plan_follows_the_policy_table():
+    from lbdvd_jax.defocus_map import DefocusMap
+    from lbdvd_jax.restore_plan import plan_restoration
+
+    origins = np.array([[r, c] for r in (0, 42, 84) for c in (0, 42, 84)], np.int32)
+    labels = np.array([11, 0, 1, 2, 3, 4, 5, 6, 10], np.int32)
+    probs = np.eye(12, dtype=np.float32)[labels]
+    z = np.where(labels == 11, np.nan, 2.0 * labels).astype(np.float32)
+    dmap = DefocusMap(labels, probs, origins, z, np.zeros(9, np.float32), np.ones(9, np.float32))
+    table = PolicyTable(KNOTS, tuple(0.5 * np.asarray(KNOTS)), (0.0, 0.0) + tuple(float(k) for k in range(3, 12)))
+    plan = plan_restoration((168, 168), origins, mode="dv", num_iter=None, num_psfs=11, dmap=dmap,
+                            defocus="continuous", surface_degree=None, policy=table)
+    assert plan.iters.tolist() == [0, 0, 0, 3, 4, 5, 6, 7, 11]
+    assert plan.active.tolist() == [False, False, False] + [True] * 6
+    assert plan.max_iter == 11
+    np.testing.assert_allclose(plan.kernel_z_um[1:], 0.5 * z[1:])
+    np.testing.assert_allclose(plan.psf_z_um[1:], 0.5 * z[1:])
+    assert np.isnan(plan.psf_z_um[0])
+
+
+def test_bad_init_knots():
+    with pytest.raises(ValueError, match="knots"):
+        fit_policy(PolicySamples(*(np.zeros((1, 1)),) * 4), init=PolicyTable((0.0, 1.0), (0.0, 0.0), (1.0, 1.0)))
