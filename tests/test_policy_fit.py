@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from reference import psf_quad, rl_ref
 
-from lbdvd_jax.optics import Optics
 from lbdvd_jax.policy import LEVEL_POLICY, PolicyTable
 from lbdvd_jax.policy_fit import PolicySamples, fit_policy, restore_windows
 
