@@ -106,7 +106,7 @@ def _background(plane, summaries, integer, scheduler):
 
 
 def _plan_plane(plane, *, model, origins, stride, pool, mode, num_iter, num_psfs, levels, defocus,
-                surface_degree, psf_depth_um, background, scheduler, batch_size, policy=None):
+                surface_degree, psf_depth_um, background, scheduler, batch_size, policy=None, z_um=None):
     import dask
 
     h, w = plane.shape
@@ -147,7 +147,7 @@ def _plan_plane(plane, *, model, origins, stride, pool, mode, num_iter, num_psfs
         dmap = defocus_map(probs, origins, pool=pool, stats=stats)
     plan = plan_restoration((h, w), origins, mode=mode, num_iter=num_iter, num_psfs=num_psfs, dmap=dmap,
                             levels=levels, defocus=defocus, surface_degree=surface_degree,
-                            psf_depth_um=psf_depth_um, policy=policy)
+                            psf_depth_um=psf_depth_um, policy=policy, z_um=z_um)
     if isinstance(background, str):
         background = _background(plane, summaries, integer, scheduler)
     return plan, float(background)
@@ -166,8 +166,8 @@ def _depth_block(surface, shape, r0, r1, c0, c1):
     return (_design((yy - sy) / sy, (xx - sx) / sx, degree) @ surface.coeffs).astype(np.float32)
 
 
-def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels=None, stride: int = 42,
-                 weights: str = "triangular", context: int | None = None, num_iter=None,
+def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels=None, z_um=None,
+                 stride: int = 42, weights: str = "triangular", context: int | None = None, num_iter=None,
                  chunk_size: int | None = None, psf_size: int = 49, pad_mode: str = "reflect",
                  background="auto", pool: bool = True, psf_depth_um=None, defocus: str = "levels",
                  surface_degree="auto", scheduler=None, block: int = MIN_BLOCK,
@@ -177,8 +177,8 @@ def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels
     Args:
         array: (H, W) or (B, H, W) dask array (or anything `dask.array.asarray` takes), any
             chunking: blocks are whole chunks merged up to >= `block` px per axis.
-        model, optics, mode, levels, stride, weights, context, num_iter, chunk_size, psf_size,
-            pad_mode, background, pool, psf_depth_um, defocus, surface_degree: as `restore`.
+        model, optics, mode, levels, z_um, stride, weights, context, num_iter, chunk_size,
+            psf_size, pad_mode, background, pool, psf_depth_um, defocus, surface_degree: as `restore`.
         scheduler: dask scheduler for the planning pass (None: dask's default, or the active
             `distributed.Client`); the returned arrays are lazy and run where they are computed.
         block: minimum block side in px (memory per task ~ 10 float32 copies of a block + halo).
@@ -201,19 +201,20 @@ def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels
     planes = arr if arr.ndim == 3 else arr[None]
     h, w = planes.shape[-2:]
     context = DEFAULT_CONTEXT if context is None else int(context)
-    policy = choose_policy(mode, defocus, num_iter, psf_depth_um)
+    policy = choose_policy(mode, defocus, num_iter, psf_depth_um, z_um)
     if num_iter is None:
         num_iter = 15 if mode == "di" else DEFAULT_ITERATIONS
     if psf_depth_um is None and mode != "di":
         psf_depth_um = DEFAULT_PSF_DEPTH_UM
     psfs = _check_options(model=model, mode=mode, levels=levels, weights=weights, stride=stride,
                           shape=(h, w), optics=optics, psf_depth_um=psf_depth_um, psf_size=psf_size,
-                          num_iter=num_iter, defocus=defocus)
+                          num_iter=num_iter, defocus=defocus, z_um=z_um)
     origins = patch_grid((h, w), patch=PATCH_SIZE, stride=stride)
     rblocks = block_slices(h, merge_chunks(planes.chunks[1], block))
     cblocks = block_slices(w, merge_chunks(planes.chunks[2], block))
     planes = planes.rechunk((1, tuple(b - a for a, b in rblocks), tuple(b - a for a, b in cblocks)))
     per_image_levels = levels is not None and np.ndim(levels) == 3
+    per_image_z = z_um is not None and np.ndim(z_um) == 3
     plans, backgrounds = [], []
     for b in range(planes.shape[0]):
         plan, bg = _plan_plane(planes[b], model=model, origins=origins, stride=stride, pool=pool, mode=mode,
@@ -221,7 +222,7 @@ def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels
                                levels=np.asarray(levels)[b] if per_image_levels else levels,
                                defocus=defocus, surface_degree=surface_degree, psf_depth_um=psf_depth_um,
                                background=background, scheduler=scheduler, batch_size=batch_size,
-                               policy=policy)
+                               policy=policy, z_um=np.asarray(z_um)[b] if per_image_z else z_um)
         plans.append(plan)
         backgrounds.append(bg)
     bh = max(b - a for a, b in rblocks)

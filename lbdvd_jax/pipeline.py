@@ -141,15 +141,17 @@ def _is_trained_model(model):
 
 
 def _check_options(*, model, mode, levels, weights, stride, shape, optics, psf_depth_um, psf_size,
-                   num_iter, defocus):
+                   num_iter, defocus, z_um=None):
     """Validate `restore`'s options (shared with `restore_dask`); returns the level PSF table."""
     if mode not in MODES:
         raise InputError(f"mode: got {mode!r}, expected one of {MODES}")
     if mode in ("dv", "soft") and model is None:
         raise InputError(f"model: mode {mode!r} needs a defocus estimator; pass model=load_delpnet()")
-    if mode == "oracle" and levels is None:
-        raise InputError("levels: mode 'oracle' needs a level map; pass levels=(rows, cols) "
-                         "labels or an (H, W) per-pixel map")
+    if mode == "oracle" and (levels is None) == (z_um is None):
+        raise InputError("levels, z_um: mode 'oracle' needs one of a level map (levels=(rows, cols) labels "
+                         "or an (H, W) per-pixel map) or a depth map in µm (z_um=), not both")
+    if mode != "oracle" and z_um is not None:
+        raise InputError(f"z_um: a depth map is for mode='oracle', got mode={mode!r}")
     if not isinstance(weights, str):
         raise InputTypeError("weights: pass 'triangular' or 'rectangular' (array weights are "
                         "supported by patches.montage, not by restore)")
@@ -175,7 +177,7 @@ def _check_options(*, model, mode, levels, weights, stride, shape, optics, psf_d
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,
                  chunk_size, pad_mode, shard, background, progress, timings, pool,
                  defocus="levels", surface_degree="auto", optics=None, psf_depth_um=None, psf_size=49,
-                 block=None, policy=None):
+                 block=None, policy=None, z_um=None):
     t0 = time.perf_counter()
     origins = patch_grid(image.shape, patch=PATCH, stride=stride)
     dmap = None
@@ -183,7 +185,7 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
         dmap = predict_defocus(np.asarray(image), model=model, stride=stride, pool=pool)
     plan = plan_restoration(image.shape, origins, mode=mode, num_iter=num_iter, num_psfs=psfs.shape[0],
                             dmap=dmap, levels=levels, defocus=defocus, surface_degree=surface_degree,
-                            psf_depth_um=psf_depth_um, policy=policy)
+                            psf_depth_um=psf_depth_um, policy=policy, z_um=z_um)
     t1 = time.perf_counter()
     if isinstance(background, str):
         if background != "auto":
@@ -224,7 +226,7 @@ def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, 
             plan.psf_z_um.reshape(rows, cols), zmap)
 
 
-def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None,
+def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None, z_um=None,
             stride: int = 42, weights="triangular", context: int | None = None,
             num_iter=None, chunk_size: int | None = None, psf_size: int = 49,
             pad_mode: str = "reflect", shard: bool | None = None, background="auto",
@@ -244,6 +246,10 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
       levels: 'oracle' only: per-patch labels (rows, cols) / (n,) (or (B, ...)), or a per-pixel
         map of the image's shape sampled at patch centres; 0..10, 11 = bg (keyword-only).
         For a stack: (B, rows, cols) / (B, H, W) per image, or one 2-D map for all.
+      z_um: 'oracle' only, instead of `levels`: the depth of each patch in µm, (rows, cols) /
+        (n,) or a per-pixel (H, W) map sampled at patch centres (a stack: (B, ...) or one map);
+        NaN = bg (passed through), beyond 20 µm clipped with a warning, negative refused. Each
+        patch is deconvolved as `defocus='continuous'` deconvolves a patch of that depth.
       stride: static grid step in px: 42 (triangular, paper) or 84 (rectangular).
       weights: 'triangular' (default) or 'rectangular' (keyword-only; for array weights use
         `patches.montage` on your own patches).
@@ -306,7 +312,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
       ((520, 696), (12, 16))
     """
     context = DEFAULT_CONTEXT if context is None else int(context)
-    policy = choose_policy(mode, defocus, num_iter, psf_depth_um)
+    policy = choose_policy(mode, defocus, num_iter, psf_depth_um, z_um)
     if num_iter is None:
         num_iter = 15 if mode == "di" else DEFAULT_ITERATIONS
     image = _check(image)
@@ -314,7 +320,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
         psf_depth_um = DEFAULT_PSF_DEPTH_UM if mode != "di" else None
     psfs = _check_options(model=model, mode=mode, levels=levels, weights=weights, stride=stride,
                           shape=image.shape[-2:], optics=optics, psf_depth_um=psf_depth_um,
-                          psf_size=psf_size, num_iter=num_iter, defocus=defocus)
+                          psf_size=psf_size, num_iter=num_iter, defocus=defocus, z_um=z_um)
     opts = dict(model=model, psfs=psfs, mode=mode, stride=int(stride), context=context,
                 weights=weights, num_iter=num_iter if np.ndim(num_iter) else int(num_iter),
                 chunk_size=None if chunk_size is None else int(chunk_size), pad_mode=pad_mode,
@@ -336,9 +342,11 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
     if block is not None and (not isinstance(block, int) or block < PATCH):
         raise InputError(f"block: got {block!r}, expected None or an int >= {PATCH} px")
     if image.ndim == 2:
-        return Restoration(*_restore_one(image, levels=levels, **opts))
+        return Restoration(*_restore_one(image, levels=levels, z_um=z_um, **opts))
     per_image = levels is not None and np.ndim(levels) == 3
-    outs = [_restore_one(im, levels=np.asarray(levels)[b] if per_image else levels, **opts)
+    per_image_z = z_um is not None and np.ndim(z_um) == 3
+    outs = [_restore_one(im, levels=np.asarray(levels)[b] if per_image else levels,
+                         z_um=np.asarray(z_um)[b] if per_image_z else z_um, **opts)
             for b, im in enumerate(image)]
     maps = [o[7] for o in outs]
     return Restoration(jnp.stack([o[0] for o in outs]), jnp.stack([o[1] for o in outs]),

@@ -61,10 +61,12 @@ LEVEL_POLICY = PolicyTable(tuple(LEVEL_STEP_UM * np.arange(NUM_LEVELS)), DEFAULT
 CONTINUOUS_POLICY = LEVEL_POLICY  # replaced by the fitted table below once measured
 
 
-def choose_policy(mode, defocus, num_iter, psf_depth_um):
-    """`CONTINUOUS_POLICY` for `defocus='continuous'` in 'dv' mode when the caller gave neither
-    an iteration table nor PSF depths; else None (the per-level tables apply)."""
-    if mode == "dv" and defocus == "continuous" and num_iter is None and psf_depth_um is None:
+def choose_policy(mode, defocus, num_iter, psf_depth_um, z_um=None):
+    """`CONTINUOUS_POLICY` for real-valued depths (`defocus='continuous'` in 'dv' mode, or
+    'oracle' with a depth map `z_um`) when the caller gave neither an iteration table nor PSF
+    depths; else None (the per-level tables apply)."""
+    continuous = (mode == "dv" and defocus == "continuous") or (mode == "oracle" and z_um is not None)
+    if continuous and num_iter is None and psf_depth_um is None:
         return CONTINUOUS_POLICY
     return None
 

@@ -82,8 +82,38 @@ def oracle_labels(levels, shape, origins):
     return levels.astype(np.int32)
 
 
+def oracle_depths(z_um, shape, origins):
+    """Per-patch depths (µm) from a (rows, cols)/(n,) patch map or an (H, W) per-pixel map
+    (sampled at the patch centres). NaN marks bg (passed through, as `Restoration.z_um` marks
+    it); depths beyond 20 µm are clipped to 20 with a warning (the levels' range: 20 µm is "20 or
+    more"); negative or infinite depths are refused."""
+    z = np.asarray(z_um, np.float64)
+    rows, cols = grid_shape(origins)
+    if z.shape == tuple(shape) and z.shape != (rows, cols):
+        cy = np.minimum(origins[:, 0] + PATCH // 2, shape[0] - 1)
+        cx = np.minimum(origins[:, 1] + PATCH // 2, shape[1] - 1)
+        z = z[cy, cx]
+    z = z.reshape(-1) if z.size == len(origins) else z
+    if z.shape != (len(origins),):
+        raise InputError(f"z_um: got shape {np.shape(z_um)}, expected the patch grid ({rows}, {cols}), "
+                         f"({len(origins)},) or the image shape {tuple(shape)}: one depth per patch of "
+                         "patch_grid(image.shape, stride=stride), NaN for bg")
+    if np.isinf(z).any() or (z < 0).any():
+        bad = z[np.isinf(z) | (z < 0)]
+        raise InputError(f"z_um: depths must be finite and >= 0 µm (a defocus distance; NaN marks bg), "
+                         f"got {bad[:3].tolist()}; pass |z|")
+    top = LEVEL_STEP_UM * (NUM_LEVELS - 1)
+    if (z > top).any():
+        import warnings
+
+        warnings.warn(f"z_um: {int((z > top).sum())} patch depth(s) beyond {top:g} µm were clipped to "
+                      f"{top:g} µm, the deepest PSF of the levels", UserWarning, stacklevel=4)
+    return np.minimum(z, top)
+
+
 def plan_restoration(shape, origins, *, mode, num_iter, num_psfs, dmap=None, levels=None,
-                     defocus="levels", surface_degree="auto", psf_depth_um=None, policy=None) -> RestorePlan:
+                     defocus="levels", surface_degree="auto", psf_depth_um=None, policy=None,
+                     z_um=None) -> RestorePlan:
     """The `RestorePlan` of one image.
 
     Args:
@@ -93,6 +123,8 @@ def plan_restoration(shape, origins, *, mode, num_iter, num_psfs, dmap=None, lev
         num_psfs: number of level PSFs (11).
         dmap: 'dv'/'soft': the image's `DefocusMap`.
         levels: 'oracle': per-patch labels or a per-pixel map (`oracle_labels`).
+        z_um: 'oracle' instead of `levels`: per-patch depths in µm (`oracle_depths`), each
+            patch deconvolved as a continuous depth (through `policy`, as 'continuous').
         defocus, surface_degree, psf_depth_um: as `restore`.
         policy: a `policy.PolicyTable` for 'continuous' (PSF depth and iterations as functions of
             each patch's depth); None: `psf_depth_um` interpolated and the `num_iter` table at the
@@ -106,6 +138,13 @@ def plan_restoration(shape, origins, *, mode, num_iter, num_psfs, dmap=None, lev
             z_cont, surface = continuous_depths(dmap, origins, shape, surface_degree)
             kernel_z = (policy_psf_depth(z_cont, psf_depth_um) if policy is None
                         else policy.psf_depth(z_cont))
+    elif mode == "oracle" and z_um is not None:
+        z_cont = oracle_depths(z_um, shape, origins)
+        labels = np.where(np.isnan(z_cont), BG_LABEL,
+                          np.clip(np.rint(np.nan_to_num(z_cont) / LEVEL_STEP_UM), 0, NUM_LEVELS - 1)).astype(np.int32)
+        probs = np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+        kernel_z = (policy_psf_depth(z_cont, psf_depth_um) if policy is None
+                    else policy.psf_depth(z_cont))
     elif mode == "oracle":
         labels = oracle_labels(levels, shape, origins)
         probs = np.eye(NUM_CLASSES, dtype=np.float32)[labels]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from reference import psf_quad, rl_ref
 
+from lbdvd_jax.optics import Optics
 from lbdvd_jax.policy import LEVEL_POLICY, PolicyTable
 from lbdvd_jax.policy_fit import PolicySamples, fit_policy, restore_windows
 
@@ -79,3 +80,56 @@ def test_plan_follows_the_policy_table():
 def test_bad_init_knots():
     with pytest.raises(ValueError, match="knots"):
         fit_policy(PolicySamples(*(np.zeros((1, 1)),) * 4), init=PolicyTable((0.0, 1.0), (0.0, 0.0), (1.0, 1.0)))
+
+
+def _field(rng):
+    y, x = np.mgrid[0:210, 0:260]
+    img = 100.0 + sum(2000 * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / 40.0)
+                      for cy, cx in rng.uniform(0, 1, (25, 2)) * (210, 260))
+    return img.astype(np.float32)
+
+
+def test_oracle_depth_map_deconvolves_each_patch_at_its_depth(rng, x64):
+    """mode='oracle', z_um=: each patch gets the PSF at its own depth, through the policy (here
+    the identity table, 3 iterations) - equal to the float64 loop oracle with defocus_psf(z)."""
+    from reference import restore_ref
+
+    from lbdvd_jax import restore
+    from lbdvd_jax.patches import patch_grid
+    from lbdvd_jax.psf import defocus_psf
+
+    img = _field(rng).astype(np.float64)  # float64 in, float64 through the pipeline
+    n = len(patch_grid(img.shape))
+    z = rng.uniform(0.5, 19.5, n)
+    z[3] = np.nan  # bg: passed through
+    identity = tuple(2.0 * np.arange(11))
+    got = restore(img, mode="oracle", z_um=z, psf_depth_um=identity, num_iter=3, context=6, psf_size=11,
+                  background=0.0)
+    np.testing.assert_allclose(np.asarray(got.psf_z_um).ravel(), z, rtol=1e-6)
+    assert int(np.asarray(got.levels).ravel()[3]) == 11
+    kernels = np.stack([np.asarray(defocus_psf(Optics(), float(zz), size=11)) for zz in np.nan_to_num(z)])
+    labels = np.where(np.isnan(z), 11, 5)
+    want = restore_ref(img, labels, kernels, 84, 42, 6, 3, "reflect", (0, 11))
+    np.testing.assert_allclose(np.asarray(got.image), want, rtol=1e-9)
+
+
+def test_oracle_depth_map_bad_input(rng):
+    from lbdvd_jax import restore
+    from lbdvd_jax.patches import patch_grid
+
+    img = _field(rng)
+    g = patch_grid(img.shape)
+    grid = (len(np.unique(g[:, 0])), len(np.unique(g[:, 1])))
+    with pytest.raises(ValueError, match="z_um: got shape"):
+        restore(img, mode="oracle", z_um=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        restore(img, mode="oracle", z_um=np.full(grid, -2.0))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        restore(img, mode="oracle", z_um=np.full(grid, np.inf))
+    with pytest.raises(ValueError, match="not both"):
+        restore(img, mode="oracle", z_um=np.zeros(grid), levels=np.zeros(grid, int))
+    with pytest.raises(ValueError, match="for mode='oracle'"):
+        restore(img, mode="di", z_um=np.zeros(grid))
+    with pytest.warns(UserWarning, match="beyond 20 µm were clipped"):
+        out = restore(img, mode="oracle", z_um=np.full(img.shape, 30.0), num_iter=1)
+    assert np.nanmax(out.z_um) == 20.0
