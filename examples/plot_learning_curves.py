@@ -29,18 +29,29 @@ def main(argv=None):
                         for k, v in rec.items()} for rec in h]}
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, split in zip(axes, ("val", "test")):
-        for name, c in curves.items():
+    # runs trained on wider windows log the windows as val/test and their centre 84 px as
+    # val84/test84: the isolated panels show the 84-px view of every run, the right panels the
+    # windows (what whole images are judged from)
+    windowed = {n: c for n, c in curves.items() if "val84" in c["points"][0]}
+    panels = [("val", "val field, isolated 84x84 patches", False),
+              ("test", "test field, isolated 84x84 patches", False)]
+    if windowed:
+        panels += [("val", "val field, judging windows", True), ("test", "test field, judging windows", True)]
+    fig = Figure(figsize=(5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), sharey=True)
+    for ax, (split, title, wide) in zip(axes, panels):
+        for name, c in (windowed if wide else curves).items():
             pts = c["points"]
-            ax.plot([p["cpu_minutes"] for p in pts], [100 * p[split]["accuracy"] for p in pts],
-                    marker="o", ms=3, label=name)
+            key = split if wide or name not in windowed else split + "84"
+            w = c["config"]["train"].get("window", 84)
+            label = name + (f" ({w}-px windows, fine-tuned from the shipped weights)" if name in windowed else "")
+            ax.plot([p["cpu_minutes"] for p in pts], [100 * p[key]["accuracy"] for p in pts],
+                    marker="o", ms=3, label=label)
         ax.set_xlabel("training CPU-minutes (process time, 2-core AMD EPYC)")
-        ax.set_title(f"{split} field, isolated 84x84 patches")
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("top-1 accuracy (%)")
-    axes[1].legend(fontsize=8)
+    axes[-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.output, dpi=100)
     if args.json:

@@ -81,3 +81,45 @@ def test_results_are_named_tuples(tmp_path):
     with C.checkpoint_manager(tmp_path / "run" / "ckpt") as mgr:
         back = C.restore_train_state(mgr, setup.state)
     assert isinstance(back, T.TrainState) and int(back.step) == 2
+
+
+APPLICATIONS = {"__main__", "cli", "cli_checks", "cli_commands", "cli_scale", "demo", "evaluation",
+                "train_estimator_app", "train_delpnet_app", "napari_widget", "napari_sample"}
+LEAVES = {"constants", "errors"}
+
+
+def _package_imports(path):
+    """Modules of lbdvd_jax imported anywhere in `path` (top level or inside functions)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lbdvd_jax"):
+            if node.module == "lbdvd_jax":
+                found |= {a.name for a in node.names}
+            else:
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("lbdvd_jax.")}
+    return found
+
+
+def test_imports_run_one_way():
+    """Library modules import no application module (the CLI, demo, evaluation, training apps,
+    napari entry points); the leaves import nothing of the package."""
+    import pathlib
+
+    import lbdvd_jax
+
+    pkg = pathlib.Path(lbdvd_jax.__file__).parent
+    modules = {p.stem for p in pkg.glob("*.py")}
+    bad = []
+    for p in pkg.glob("*.py"):
+        if p.stem in APPLICATIONS or p.stem == "__init__":
+            continue
+        imported = _package_imports(p) & modules
+        if p.stem in LEAVES and imported:
+            bad.append(f"{p.stem} (a leaf) imports {sorted(imported)}")
+        if imported & APPLICATIONS:
+            bad.append(f"{p.stem} imports the application module(s) {sorted(imported & APPLICATIONS)}")
+    assert bad == []
