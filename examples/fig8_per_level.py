@@ -10,6 +10,7 @@ the noisy input; mean and 25-75 % band. Writes JSON (and a PNG when matplotlib i
 
 import argparse
 import json
+import os
 import pathlib
 
 from lbdvd_jax.checkpoint import load_delpnet
@@ -50,18 +51,24 @@ def main(argv=None):
     p.add_argument("--tune", action="store_true",
                    help="tune a per-level RL iteration table on the TRAINING fields first and add "
                         "dv_tuned / dv_oracle_tuned (that table, predicted / true level)")
+    p.add_argument("--fields", default=os.environ.get("LBDVD_INFOCUS", "../shared/data/real/bbbc006/infocus"),
+                   help="folder of in-focus BBBC006 fields (split a03-a07 / a01 / a02)")
     p.add_argument("-o", "--output", default="fig8.json")
     p.add_argument("--png", default=None)
     args = p.parse_args(argv)
+    if not os.path.isdir(args.fields):  # no BBBC006 folder here: the bundled field (smoke runs)
+        args.fields = None
     model, source = load_delpnet(args.model), args.model or "shipped"
     tuning = None
     if args.tune:
         from lbdvd_jax.evaluation import training_fields, tune_iterations
-        fields, names = training_fields()
+        fields, names = training_fields(args.fields)
         tuning = tune_iterations(fields, per_level=args.per_level, seed=1)
         tuning["fields"] = names
         print("tuned iterations per level (training fields):", tuning["table"])
-    result = fig8_evaluation(model=model, per_level=args.per_level, num_iter=args.iterations,
+    from lbdvd_jax.evaluation import heldout_fields
+    result = fig8_evaluation(model=model, fields=heldout_fields(args.fields)[0], per_level=args.per_level,
+                             num_iter=args.iterations,
                              blind=not args.no_blind,
                              iterations=None if tuning is None else tuning["table"])
     result["model"] = source

@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=15, help="RL iterations per patch (default 15)")
     p.add_argument("--seed", type=int, default=0, help="seed of the crops and the camera noise (default 0)")
     p.add_argument("--no-blind", action="store_true", help="skip blind RL (slow)")
+    p.add_argument("--fields", default=None,
+                   help="folder of in-focus TIFFs whose test split is scored (default: $LBDVD_INFOCUS, "
+                        "else the bundled field a01)")
     p.set_defaults(func=cmd_evaluate)
 
     p = common(sub.add_parser("bench", help="time restore() on a 696x520 image"), outputs=False)

@@ -296,7 +296,9 @@ def cmd_evaluate(args) -> int:
     out = pathlib.Path(args.output)
     if out.exists() and not args.overwrite:
         raise UsageError(f"-o: {str(out)!r} exists; pass --overwrite or choose another output")
-    result = fig8_evaluation(model=_load_model(args), per_level=args.per_level, seed=args.seed,
+    from lbdvd_jax.evaluation import heldout_fields
+    fields, _ = heldout_fields(args.fields)
+    result = fig8_evaluation(model=_load_model(args), fields=fields, per_level=args.per_level, seed=args.seed,
                              num_iter=args.iterations, blind=not args.no_blind)
     text = json.dumps(result, indent=1)
     tmp = out.with_name(f".{out.name}.tmp")

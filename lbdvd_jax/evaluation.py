@@ -40,15 +40,20 @@ from lbdvd_jax.quality import psnr, ssim
 from lbdvd_jax.synthesis import blur_same_reflect
 
 METHODS = ("input", "dv", "dv_oracle", "dv_soft", "di", "blind")
-SHARED_INFOCUS = pathlib.Path(__file__).resolve().parents[2] / "shared/data/real/bbbc006/infocus"
+INFOCUS_ENV = "LBDVD_INFOCUS"  #: environment variable naming the folder of in-focus fields
 
 
 def _split_of(which, folder, seed):
-    """(fields, names) of one `data.split_fields` split of the shared BBBC006 fields, or None."""
+    """(fields, names) of one `data.split_fields` split of the in-focus fields in `folder` (or
+    $LBDVD_INFOCUS), or None when neither names a folder."""
     from lbdvd_jax.data import load_infocus_fields, split_fields
-    folder = pathlib.Path(folder) if folder else SHARED_INFOCUS
-    if not folder.is_dir():
+    folder = folder or os.environ.get(INFOCUS_ENV)
+    if not folder:
         return None
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"fields: {str(folder)!r} is not a folder of in-focus TIFFs (from --fields or "
+                         f"${INFOCUS_ENV}); point it at one, or unset it to use the bundled field")
     fields, names = load_infocus_fields(folder)
     if len(names) < 3:
         return fields, names
@@ -66,8 +71,7 @@ def heldout_fields(folder=None, *, seed: int = 0):
     """In-focus fields held out from training (the 'test' split of `data.split_fields`).
 
     Args:
-      folder: folder of in-focus TIFFs (default: ../shared/data/real/bbbc006/infocus, else the
-        bundled field a01).
+      folder: folder of in-focus TIFFs (default: $LBDVD_INFOCUS, else the bundled field a01).
       seed: split seed, as used in training (keyword-only).
 
     Returns:
@@ -79,7 +83,7 @@ def heldout_fields(folder=None, *, seed: int = 0):
 def training_fields(folder=None, *, seed: int = 0):
     """In-focus fields of the 'train' split of `data.split_fields` (for tuning, never scoring).
 
-    Falls back to the bundled field a01 when the shared BBBC006 folder is absent (smoke runs).
+    `folder` defaults to $LBDVD_INFOCUS; without either, the bundled field a01 (smoke runs).
 
     Returns:
       (fields (F, H, W) float32, names).

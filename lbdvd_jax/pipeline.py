@@ -16,6 +16,7 @@ are traced values).
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import threading
 import time
@@ -231,7 +232,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
             num_iter=None, chunk_size: int | None = None, psf_size: int = 49,
             pad_mode: str = "reflect", shard: bool | None = None, background="auto",
             progress=None, pool: bool = True, psf_depth_um=None, defocus: str = "levels",
-            surface_degree="auto", block: int | None = None, _timings: dict | None = None) -> Restoration:
+            surface_degree="auto", block: int | None = None) -> Restoration:
     """Learning-based depth-variant deconvolution of a wide-field image (or a stack of them).
 
     Args:
@@ -311,6 +312,15 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
       >>> result.image.shape, result.levels.shape  # doctest: +SKIP
       ((520, 696), (12, 16))
     """
+    options = dict(locals())
+    del options["image"]
+    return _restore(image, None, **options)
+
+
+def _restore(image, timings, *, model, optics, mode, levels, z_um, stride, weights, context, num_iter,
+             chunk_size, psf_size, pad_mode, shard, background, progress, pool, psf_depth_um, defocus,
+             surface_degree, block):
+    """`restore`'s body; `timings` (a dict or None) receives seconds per stage."""
     context = DEFAULT_CONTEXT if context is None else int(context)
     policy = choose_policy(mode, defocus, num_iter, psf_depth_um, z_um)
     if num_iter is None:
@@ -326,7 +336,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
                 chunk_size=None if chunk_size is None else int(chunk_size), pad_mode=pad_mode,
                 shard=jax.local_device_count() > 1 if shard is None else bool(shard),
                 background=background, progress=progress, pool=bool(pool),
-                timings=_timings, defocus=defocus, surface_degree=surface_degree, optics=optics,
+                timings=timings, defocus=defocus, surface_degree=surface_degree, optics=optics,
                 psf_depth_um=psf_depth_um, psf_size=psf_size, block=block, policy=policy)
     if mode in ("dv", "soft") and _is_trained_model(model):
         from lbdvd_jax.optics_file import optics_mismatch
@@ -357,9 +367,13 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
 
 def restore_timed(image, **kwargs):
     """`restore` plus wall-clock seconds per stage: {'classify', 'deconvolve', 'total'}."""
+    bound = inspect.signature(restore).bind(image, **kwargs)
+    bound.apply_defaults()
+    options = dict(bound.arguments)
+    del options["image"]
     timings: dict = {}
     t0 = time.perf_counter()
-    result = restore(image, _timings=timings, **kwargs)
+    result = _restore(image, timings, **options)
     jax.block_until_ready(result.image)
     timings["total"] = time.perf_counter() - t0
     return result, timings

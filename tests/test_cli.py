@@ -134,6 +134,7 @@ def test_synth(tmp_path, rng):
     (["restore", "IN.tif", "NAN.tif", "-o", "OUT"], "NAN.tif holds NaN"),
     (["restore", "IN.tif", "-o", "/proc/lbdvd-nope/sub/"], "cannot create or write"),
     (["predict", "IN.tif", "-o", "/proc/lbdvd-nope/lev.tif"], "cannot create or write"),
+    (["evaluate", "-o", "F8.json", "--fields", "NOWHERE"], "is not a folder of in-focus TIFFs"),
     (["bogus"], "invalid choice"),
     (["restore", "IN.tif"], "required"),
 ])

@@ -176,7 +176,7 @@ def test_bad_input(rng):
         restore(img, mode="fast")
     with pytest.raises(ValueError, match="model: mode 'dv' needs a defocus estimator"):
         restore(img)
-    with pytest.raises(ValueError, match="levels: mode 'oracle' needs"):
+    with pytest.raises(ValueError, match="levels, z_um: mode 'oracle' needs"):
         restore(img, mode="oracle")
     with pytest.raises(ValueError, match="levels: got shape"):
         restore(img, mode="oracle", levels=np.zeros((2, 2), int))
