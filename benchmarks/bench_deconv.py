@@ -16,9 +16,9 @@ Baselines, same run, same windows, PSFs, initial estimate (the observed window) 
 JAX runs in one jit; with ``--devices 2`` (default on CPU) the process starts with two XLA host
 devices and the patch batch is split over them with ``shard_map`` (``shard=True``), because
 XLA's CPU FFT keeps about one core busy, and RL runs in cache-sized batches of windows
-(``streaming.default_chunk_size``). ``--sweep`` adds FFT sizes, shard on/off, skipping
+(``streaming.default_rl_batch``). ``--sweep`` adds FFT sizes, shard on/off, skipping
 level-0 patches or not, the streaming step (patches per step, split over the devices,
-then RL batches of ``default_chunk_size``), and the context-cost table (patch-wise vs
+then RL batches of ``default_rl_batch``), and the context-cost table (patch-wise vs
 whole-image RL).
 
     python benchmarks/bench_deconv.py [--quick] [--sweep] [--devices N] [--context C]
@@ -66,7 +66,7 @@ from lbdvd_jax import (  # noqa: E402
 )
 from lbdvd_jax.deconv import fast_fft_size  # noqa: E402
 from lbdvd_jax.patches import DEFAULT_CONTEXT  # noqa: E402
-from lbdvd_jax.streaming import default_chunk_size, default_stream_chunk  # noqa: E402
+from lbdvd_jax.streaming import default_rl_batch, default_stream_chunk  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = (ROOT.parent / "shared/data/real/bbbc006/infocus/"
@@ -205,7 +205,7 @@ def main(args):
         "shape": list(image.shape), "patches": len(origins), "active_patches": active,
         "context": context, "window": win, "fft_size": fft_n, "iterations": ITERS,
         "sharded_devices": jax.local_device_count() if shard else 1,
-        "rl_batch": default_chunk_size(), "stream_step": default_stream_chunk(),
+        "rl_batch": default_rl_batch(), "stream_step": default_stream_chunk(),
         "ours": t_ours, "scipy_loop": t_base, "skimage_function": t_sk,
         "speedup_vs_skimage": t_base["median_s"] / t_ours["median_s"],
         "speedup_vs_skimage_function": t_sk["median_s"] / t_ours["median_s"],
@@ -232,7 +232,7 @@ def main(args):
             pts = active if skip else len(origins)
             sweep.append({"fft": n, "shard": s, "skip_level0": skip,
                           "stream_step": chunk or default_stream_chunk(),
-                          "rl_batch": rl_batch or default_chunk_size(),
+                          "rl_batch": rl_batch or default_rl_batch(),
                           "median_s": round(t["median_s"], 3), "iqr_s": round(t["iqr_s"], 3),
                           "fft_gflops": round(fft_flops(pts, n) / t["median_s"] / 1e9, 2),
                           "load": round(os.getloadavg()[0], 2)})

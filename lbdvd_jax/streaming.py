@@ -29,11 +29,11 @@ from lbdvd_jax.patches import (
 )
 from lbdvd_jax.validate import check_image, check_psf, is_concrete
 
-__all__ = ["accumulate_patches", "deconvolve_streaming", "deconvolve_windows", "default_chunk_size",
+__all__ = ["accumulate_patches", "deconvolve_streaming", "deconvolve_windows", "default_rl_batch",
            "default_stream_chunk", "depth_invariant_deconvolve", "depth_variant_deconvolve", "iteration_counts"]
 
 
-def default_chunk_size(backend=None):
+def default_rl_batch(backend=None):
     """Patches per vmapped RL batch: 2 on a CPU, 256 on an accelerator.
 
     On a CPU the batch must fit the cache: one 132-px window at FFT size 160 is ~0.3 MB of
@@ -45,24 +45,24 @@ def default_chunk_size(backend=None):
     return 2 if (backend or jax.default_backend()) == "cpu" else 256
 
 
-def deconvolve_windows(windows, kernels, iters=None, *, num_iter=15, chunk_size=None,
+def deconvolve_windows(windows, kernels, iters=None, *, num_iter=15, rl_batch=None,
                        fft_shape=None):
     """Richardson-Lucy of (n, s, s) windows, each with its own (n, k, k) kernel.
 
-    One ``fori_loop`` per batch of ``chunk_size`` windows, vmapped, and ``lax.map`` over the
-    batches; the output does not depend on ``chunk_size`` (None: :func:`default_chunk_size`).
+    One ``fori_loop`` per batch of ``rl_batch`` windows, vmapped, and ``lax.map`` over the
+    batches; the output does not depend on ``rl_batch`` (None: :func:`default_rl_batch`).
     ``iters``: optional (n,) int, each window's own iteration count (<= ``num_iter``).
     """
     n = windows.shape[0]
-    chunk_size = default_chunk_size() if chunk_size is None else int(chunk_size)
-    if chunk_size < 1:
-        raise InputError(f"chunk_size must be a positive int or None; got {chunk_size!r}.")
+    rl_batch = default_rl_batch() if rl_batch is None else int(rl_batch)
+    if rl_batch < 1:
+        raise InputError(f"rl_batch must be a positive int or None; got {rl_batch!r}.")
     rl = lambda x, h, s=None: richardson_lucy(x, h, num_iter=num_iter,  # noqa: E731
                                               fft_shape=fft_shape, stop=s)
     args = (windows, kernels) if iters is None else (windows, kernels, iters)
-    if chunk_size >= n:
+    if rl_batch >= n:
         return jax.vmap(rl)(*args)
-    return jax.lax.map(lambda a: rl(*a), args, batch_size=chunk_size)
+    return jax.lax.map(lambda a: rl(*a), args, batch_size=rl_batch)
 
 
 def iteration_counts(num_iter, levels, num_levels):
@@ -147,7 +147,7 @@ def accumulate_patches(padded, origins, kernels, active, iters=None, *, valid=No
     w = _weights(weights, patch, padded.dtype)
     n_active = jnp.sum(active)
     rl = jax.tree_util.Partial(deconvolve_windows, num_iter=num_iter, fft_shape=fft_shape,
-                               chunk_size=rl_batch)
+                               rl_batch=rl_batch)
     if shard:
         rl = sharded_map(rl)
     if background is not None:
@@ -211,7 +211,7 @@ def deconvolve_streaming(image, kernels, active, iters=None, *, background=None,
             :func:`depth_variant_deconvolve`.
         chunk_size: static patches per step (None: :func:`default_stream_chunk`).
         rl_batch: static windows per vmapped RL batch inside a step (per device when sharded;
-            None: :func:`default_chunk_size`, cache-sized on a CPU).
+            None: :func:`default_rl_batch`, cache-sized on a CPU).
         shard: static; split each step over ``jax.local_devices()`` (:func:`sharded_map`).
         report: static host callable ``report(done, total)`` (active patches deconvolved so
             far, out of all active ones) called after each step through
@@ -259,7 +259,7 @@ def depth_variant_deconvolve(image, levels, psfs, *, patch=84, stride=42, contex
         chunk_size: static patches per streaming step; bounds memory (one step of windows
             lives at once). None: 8 on a CPU, 256 on an accelerator
             (:func:`default_stream_chunk`); inside a step RL runs in cache-sized batches
-            (``rl_batch``, None: :func:`default_chunk_size`). The output depends on neither.
+            (``rl_batch``, None: :func:`default_rl_batch`). The output depends on neither.
         rl_batch: static windows per vmapped RL batch (see :func:`deconvolve_streaming`).
         pad_mode: static, ``'constant'`` (zeros, paper) or ``'reflect'`` beyond the image.
         passthrough: static tuple of labels left undeconvolved.

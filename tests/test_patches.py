@@ -254,10 +254,10 @@ def test_deconvolve_windows_batching_does_not_change_the_result(rng):
     ker = jnp.asarray(_psfs()[np.arange(7) % 4])
     full = jax.vmap(lambda x, h: richardson_lucy(x, h, num_iter=3))(win, ker)
     for cs in (1, 2, 3, 7, 100, None):
-        out = jax.jit(lambda w, k, cs=cs: deconvolve_windows(w, k, num_iter=3, chunk_size=cs))(win, ker)
+        out = jax.jit(lambda w, k, cs=cs: deconvolve_windows(w, k, num_iter=3, rl_batch=cs))(win, ker)
         np.testing.assert_allclose(out, full, rtol=1e-6)
-    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
-        deconvolve_windows(win, ker, chunk_size=0)
+    with pytest.raises(ValueError, match="rl_batch must be a positive int"):
+        deconvolve_windows(win, ker, rl_batch=0)
 
 
 def test_streaming_background_is_subtracted_and_restored(x64):
