@@ -1,6 +1,7 @@
 """End-to-end restore(): DelpNet levels + depth-variant RL + triangular montage, per stage.
 
     python benchmarks/bench_restore.py [--quick] [--repeats 5] [--mode dv] [--devices N]
+    python benchmarks/bench_restore.py --quick --sizes --defocus continuous   # vs levels, same run
 
 One XLA host device per core by default (what the `lbdvd` command sets up), so restore()
 splits patches and classifier batches over the cores.
@@ -97,6 +98,9 @@ def main():
                    help="RL iterations for the large sizes (fewer: a quick memory probe)")
     p.add_argument("--model", default=None, help="weights .npz, or 'paper' for the paper's DelpNet "
                    "(default: the shipped estimator, timed beside the paper's DelpNet)")
+    p.add_argument("--defocus", default="levels", choices=("levels", "continuous"),
+                   help="'continuous' (mode dv): per-patch depths and the fitted policy, timed beside "
+                        "'levels' in the same run")
     p.add_argument("--_size", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     MODEL[0] = args.model
@@ -114,8 +118,9 @@ def main():
     model, source = _model()
     img, focus = _image((520, 696))
     repeats = 3 if args.quick else args.repeats
-    _, first = restore_timed(img, model=model, mode=args.mode)
-    runs = [restore_timed(img, model=model, mode=args.mode) for _ in range(repeats)]
+    dkw = {"defocus": args.defocus} if args.mode == "dv" else {}
+    _, first = restore_timed(img, model=model, mode=args.mode, **dkw)
+    runs = [restore_timed(img, model=model, mode=args.mode, **dkw) for _ in range(repeats)]
     res = runs[-1][0]
     steady = {k: float(np.median([r[1][k] for r in runs])) for k in runs[0][1]}
     _, gather = restore_timed(img, model=model, mode=args.mode, num_iter=0)  # compile
@@ -138,6 +143,15 @@ def main():
         "psnr_out_db": round(float(psnr(focus, res.image)), 2),
         "target_s": 1.0,
     })
+    if args.defocus == "continuous" and args.mode == "dv":  # the levels baseline in the same run
+        restore_timed(img, model=model, mode="dv")  # compile
+        lruns = [restore_timed(img, model=model, mode="dv") for _ in range(repeats)]
+        result["defocus"] = "continuous"
+        result["levels_696x520"] = {
+            "seconds": round(float(np.median([r[1]["total"] for r in lruns])), 3),
+            "psnr_out_db": round(float(psnr(focus, lruns[-1][0].image)), 2)}
+        result["continuous_over_levels_time"] = round(
+            result["seconds_696x520"] / result["levels_696x520"]["seconds"], 3)
     if args.mode in ("dv", "soft") and MODEL[0] != "paper":  # the baseline in the same run
         MODEL[0], keep = "paper", MODEL[0]
         paper, _ = _model()

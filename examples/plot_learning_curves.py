@@ -51,7 +51,9 @@ def main(argv=None):
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("top-1 accuracy (%)")
-    axes[-1].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    if windowed:
+        axes[-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.output, dpi=100)
     if args.json:

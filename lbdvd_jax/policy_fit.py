@@ -159,14 +159,16 @@ def _loss(params, windows, truth, z_est, optics, max_iter, smooth):
     psf_z = jnp.clip(_table_at(z_est, params["psf_depth_um"]), 0.0, 40.0)
     iters = jnp.clip(_table_at(z_est, params["iterations"]), 0.0, max_iter)
     restored = restore_windows(windows, psf_z, iters, optics=optics, max_iter=max_iter)
-    return -pooled_psnr(restored, truth) + smooth * _roughness(params)
+    return -jnp.mean(policy_psnr(restored, truth)) + smooth * _roughness(params)
 
 
 def fit_policy(samples: PolicySamples, *, init: PolicyTable, steps: int = 200, batch: int = 32,
                learning_rate: float = 0.2, max_iter: int = 20, optics=Optics(), seed: int = 0,
                smooth: float = 0.01, log=None):
-    """Fit the policy table by Adam on minus the PSNR of restored sample patches (all pixels of a
-    minibatch pooled, as an image's PSNR pools them) plus `smooth` x the tables' roughness.
+    """Fit the policy table by Adam on minus the mean PSNR of restored sample patches plus
+    `smooth` x the tables' roughness. Each patch's PSNR counts alike, so every depth weighs the
+    same; a PSNR of all pixels pooled is ruled by the deep, high-error patches and was measured
+    to buy +0.2-0.7 dB at 4-20 µm with -1.8 dB at 0-4 µm (README).
 
     Args:
         samples: `policy_samples` of the training fields.
@@ -198,7 +200,7 @@ def fit_policy(samples: PolicySamples, *, init: PolicyTable, steps: int = 200, b
         params = optax.apply_updates(params, updates)
         params["iterations"] = jnp.clip(params["iterations"], 0.0, max_iter)
         params["psf_depth_um"] = jnp.clip(params["psf_depth_um"], 0.0, 40.0)
-        history.append((step, -float(loss)))  # PSNR minus the roughness penalty
+        history.append((step, -float(loss)))  # mean patch PSNR minus the roughness penalty
         if log is not None:
             log(step, -float(loss))
     table = PolicyTable(tuple(float(v) for v in KNOTS),
