@@ -104,7 +104,22 @@ def fit_depth_surface(z_um, weights, centres, shape, *, degree="auto", huber: fl
         r = np.abs(resid) / (huber * scale)
         robust = np.where(r <= 1.0, 1.0, 1.0 / np.maximum(r, 1e-12))
     z_fit = a @ coeffs
-    yy, xx = np.mgrid[0:h, 0:wd]
-    z_map = (_design((yy - sy) / sy, (xx - sx) / sx, degree) @ coeffs).astype(np.float32)
     rms = float(np.sqrt(np.sum(w * resid ** 2) / max(np.sum(w), 1e-30)))
-    return DepthSurface(coeffs, z_fit, z_map, rms)
+    return DepthSurface(coeffs, z_fit, _surface_map(coeffs, degree, h, wd), rms)
+
+
+def _surface_map(coeffs, degree, h, w):
+    """The polynomial at every pixel, separably: Y C X^T with Y, X the powers of the scaled
+    row and column coordinates (the same monomials as `_design`, without an (H, W, terms) array)."""
+    sy, sx = max(h - 1, 1) / 2.0, max(w - 1, 1) / 2.0
+    ys = (np.arange(h) - sy) / sy
+    xs = (np.arange(w) - sx) / sx
+    grid = np.zeros((degree + 1, degree + 1))
+    k = 0
+    for i in range(degree + 1):
+        for j in range(degree + 1 - i):
+            grid[i, j] = coeffs[k]
+            k += 1
+    ypow = ys[:, None] ** np.arange(degree + 1)
+    xpow = xs[:, None] ** np.arange(degree + 1)
+    return (ypow @ grid @ xpow.T).astype(np.float32)
