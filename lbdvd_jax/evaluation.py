@@ -91,11 +91,13 @@ def training_fields(folder=None, *, seed: int = 0):
     return _split_of("train", folder, seed) or _bundled_field()
 
 
+_blur_pairs = jax.jit(jax.vmap(jax.vmap(blur_same_reflect, (None, 0)), (0, None)))  # every field x every PSF
+
+
 def defocused_fields(fields, psfs, *, seed: int = 0):
     """(F, L, H, W) noisy defocused versions of each field at each level (rounded counts)."""
     kept = jnp.sum(psfs**2, axis=(1, 2))
-    blur = jax.jit(jax.vmap(jax.vmap(blur_same_reflect, (None, 0)), (0, None)))
-    expected = blur(jnp.asarray(fields, jnp.float32), psfs)
+    expected = _blur_pairs(jnp.asarray(fields, jnp.float32), jnp.asarray(psfs, jnp.float32))
     key = jax.random.PRNGKey(seed)
     noisy = add_camera_noise(key, expected, present=kept[None, :, None, None])
     return jnp.clip(jnp.round(noisy), 0.0, COUNT_SCALE)
@@ -179,11 +181,14 @@ def tune_iterations(fields, *, optics=Optics(), candidates=(0, 1, 2, 3, 5, 8, 10
             "gain_db": np.round(gains, 3).tolist()}
 
 
-def _blind_windows(windows, psf0, *, num_iter, context):
+@functools.partial(jax.jit, static_argnames=("num_iter",))
+def _blind_batch(windows, psf0, num_iter):
     from lbdvd_jax.deconv import blind_richardson_lucy
-    fn = jax.jit(jax.vmap(lambda w: blind_richardson_lucy(w, psf0, num_iter=num_iter)))
-    out = fn(windows)
-    out = out[0] if isinstance(out, tuple) else out
+    return jax.vmap(lambda w: blind_richardson_lucy(w, psf0, num_iter=num_iter).image)(windows)
+
+
+def _blind_windows(windows, psf0, *, num_iter, context):
+    out = _blind_batch(windows, psf0, num_iter)  # the PSF is an argument: one compile per shape
     return out[:, context:context + PATCH, context:context + PATCH]
 
 

@@ -151,7 +151,7 @@ def reestimate_batch_stats(graphdef, params, batch_stats, batches, *, moments_fn
     """
     if not jax.tree.leaves(batch_stats):
         return batch_stats
-    moments_fn = moments_fn or jax.jit(functools.partial(batch_moments, graphdef))
+    moments_fn = moments_fn or _moments_jit(graphdef)
     total, n = None, 0
     for x in batches:
         m = moments_fn(params, batch_stats, x)
@@ -175,10 +175,28 @@ def evaluate(graphdef, params, batch_stats, x, y, *, batch_size: int = 256, pred
     Returns:
         :func:`lbdvd_jax.metrics_cls.classification_report` dict.
     """
-    predict_fn = predict_fn or jax.jit(functools.partial(predict_logits, graphdef))
-    logits = [np.asarray(predict_fn(params, batch_stats, jnp.asarray(x[i : i + batch_size])))
-              for i in range(0, len(x), batch_size)]
+    predict_fn = predict_fn or _predict_jit(graphdef)
+    x = np.asarray(x)
+    bs = min(batch_size, len(x))
+    logits = []
+    for i in range(0, len(x), bs):
+        chunk = x[i:i + bs]
+        m = len(chunk)
+        if m < bs:  # the ragged last batch padded: one compiled shape for every call
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], bs - m, axis=0)])
+        logits.append(np.asarray(predict_fn(params, batch_stats, jnp.asarray(chunk)))[:m])
     return classification_report(np.asarray(y), np.concatenate(logits))
+
+
+@functools.lru_cache(maxsize=8)
+def _predict_jit(graphdef):
+    """The jitted `predict_logits` of one architecture (bounded cache: one compile per shape)."""
+    return jax.jit(functools.partial(predict_logits, graphdef))
+
+
+@functools.lru_cache(maxsize=8)
+def _moments_jit(graphdef):
+    return jax.jit(functools.partial(batch_moments, graphdef))
 
 
 _STEP_CACHE: dict = {}
@@ -271,8 +289,8 @@ def fit(
         stop = max_steps
 
     step_fn = _jitted_step(graphdef, config, optimizer, batch_fn)
-    predict_fn = jax.jit(functools.partial(predict_logits, graphdef))
-    moments_fn = jax.jit(functools.partial(batch_moments, graphdef))
+    predict_fn = _predict_jit(graphdef)
+    moments_fn = _moments_jit(graphdef)
     bn_key = jax.random.fold_in(state.key, 2**31 - 1)
     best_acc = max((h["val_accuracy"] for h in history), default=-1.0)
 

@@ -1,8 +1,10 @@
 """Shared test fixtures that are not oracles: tiny model configurations and toy data."""
 
+import contextlib
 import dataclasses
 
 import jax
+import jax.monitoring
 import jax.numpy as jnp
 
 from lbdvd_jax.model import DelpNetConfig
@@ -19,3 +21,23 @@ def toy_batch(key, scale, *, batch_size=16):
     y = jax.random.randint(k1, (batch_size,), 0, 12)
     x = (y[:, None, None, None] + 1.0) * scale + 0.002 * jax.random.normal(k2, (batch_size, 16, 16, 1))
     return x.astype(jnp.float32), y.astype(jnp.int32)
+
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  #: jax.monitoring's XLA-compile event
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Count XLA compilations inside the block through jax.monitoring (a public seam, as optax's
+    tests do with `log_compilations`): `with count_compilations() as c: ...; c["n"]`."""
+    box = {"n": 0}
+
+    def listener(event, duration_secs, **kwargs):
+        if event == COMPILE_EVENT:
+            box["n"] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield box
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

@@ -58,8 +58,7 @@ def test_sample_data_opens_from_the_menu_entry(make_napari_viewer):
 
 
 def test_widget_restores_sample_and_rerun_replaces_without_recompiling(viewer_with_widget, qtbot):
-    from lbdvd_jax import blocks
-    from lbdvd_jax.estimator import _probs_fn
+    from helpers import count_compilations
 
     viewer, widget, notes = viewer_with_widget
     for data, kwargs, kind in bbbc006_a01_pair():
@@ -80,10 +79,10 @@ def test_widget_restores_sample_and_rerun_replaces_without_recompiling(viewer_wi
     assert restored.metadata["source"] == src.metadata["source"]
     assert widget.progress.value == 100
     n_layers = len(viewer.layers)
-    compiled = (blocks._block_core._cache_size(), _probs_fn.cache_info().misses)
-    _run(qtbot, widget)  # same shape again: replaced, not piled up, nothing recompiled
+    with count_compilations() as compiled:
+        _run(qtbot, widget)  # same shape again: replaced, not piled up, nothing recompiled
     assert len(viewer.layers) == n_layers
-    assert (blocks._block_core._cache_size(), _probs_fn.cache_info().misses) == compiled
+    assert compiled["n"] == 0
 
 
 def test_cancel_leaves_viewer_unchanged(viewer_with_widget, qtbot):

@@ -101,3 +101,20 @@ def test_write_report_json_and_plots(tmp_path, rng):
     assert back["accuracy"] == rep["accuracy"] and len(back["history"]) == 2
     pytest.importorskip("matplotlib")
     assert {f.name for f in files} >= {"rep.json", "rep_confusion.png", "rep_topk.png", "rep_curves.png"}
+
+
+def test_evaluate_compiles_once_for_any_set_size(rng):
+    """The ragged last batch is padded: sets of 20 and 27 patches at batch 8 run one program,
+    and a second call builds no new jit."""
+    from helpers import count_compilations
+    g, _, state = T.init_state(TINY_NO_DROPOUT, T.TrainConfig(batch_size=8))
+    x = rng.random((27, 16, 16, 1)).astype(np.float32)
+    y = rng.integers(0, 12, 27)
+    full = T.evaluate(g, state.params, state.batch_stats, x[:20], y[:20], batch_size=8)
+    with count_compilations() as compiled:
+        again = T.evaluate(g, state.params, state.batch_stats, x, y, batch_size=8)
+    assert compiled["n"] == 0
+    assert full["accuracy"] >= 0 and len(again["per_class"]["recall"]) == 12
+    # padding changes nothing: batches of 4 divide 20 exactly and score the same
+    exact = T.evaluate(g, state.params, state.batch_stats, x[:20], y[:20], batch_size=4)
+    assert exact["accuracy"] == full["accuracy"] and exact["loss"] == pytest.approx(full["loss"], rel=1e-5)
