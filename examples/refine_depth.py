@@ -12,6 +12,7 @@ continuous policy at the estimated, refined and true depths (pixels pooled). JSO
 import argparse
 import json
 import os
+import pathlib
 import sys
 import time
 
@@ -50,10 +51,10 @@ def main(argv=None):
               "rms_um": {"estimated": rms(s.z_est), "refined": rms(z_ref)},
               "bias_um": {"estimated": bias(s.z_est), "refined": bias(z_ref)},
               "policy_psnr_db": psnr}
+    text = json.dumps(result)
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=1)
-    print(json.dumps(result))
+        pathlib.Path(args.output).write_text(json.dumps(result, indent=1))
+    print(text)
     return 0
 
 
