@@ -30,7 +30,9 @@ def _assert_trees_equal(a, b):
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     args = (jnp.float32(0.02),)
     kw = dict(log_every=100, verbose=False)  # checkpoints at the stops only: orbax saves are slow
-    _, full, _ = T.fit(ONE, CFG, toy_batch, args, out_dir=tmp_path / "full", **kw)
+    result = T.fit(ONE, CFG, toy_batch, args, out_dir=tmp_path / "full", **kw)
+    assert isinstance(result, T.TrainResult) and isinstance(result.state, T.TrainState)
+    full = result.state
     # interrupted after 3 steps (checkpoint at the stop), then resumed by a fresh call
     _, part, _ = T.fit(ONE, CFG, toy_batch, args, out_dir=tmp_path / "cut", max_steps=3, **kw)
     assert int(part.step) == 3
