@@ -45,6 +45,7 @@ def _haar_diagonal(patch):
     return 0.5 * (patch[:-1, :-1] - patch[:-1, 1:] - patch[1:, :-1] + patch[1:, 1:])
 
 
+@jax.jit  # eager callers (the domain warning) reuse one program per shape instead of a new loop
 def noise_sigma(patch):
     """Standard deviation of the white pixel noise of one patch, from its finest-scale detail.
 

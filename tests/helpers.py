@@ -29,12 +29,14 @@ COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  #: jax.monitoring'
 @contextlib.contextmanager
 def count_compilations():
     """Count XLA compilations inside the block through jax.monitoring (a public seam, as optax's
-    tests do with `log_compilations`): `with count_compilations() as c: ...; c["n"]`."""
-    box = {"n": 0}
+    tests do with `log_compilations`): `with count_compilations() as c: ...; c["n"]`, and the
+    compiled functions' names in c["names"]."""
+    box = {"n": 0, "names": []}
 
     def listener(event, duration_secs, **kwargs):
         if event == COMPILE_EVENT:
             box["n"] += 1
+            box["names"].append(kwargs.get("fun_name"))
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:

@@ -82,7 +82,7 @@ def test_widget_restores_sample_and_rerun_replaces_without_recompiling(viewer_wi
     with count_compilations() as compiled:
         _run(qtbot, widget)  # same shape again: replaced, not piled up, nothing recompiled
     assert len(viewer.layers) == n_layers
-    assert compiled["n"] == 0
+    assert compiled["n"] == 0, compiled["names"]
 
 
 def test_cancel_leaves_viewer_unchanged(viewer_with_widget, qtbot):
