@@ -1,8 +1,10 @@
 """Fit the continuous-depth deconvolution policy by gradient (issue 9, item 3) and measure it.
 
 Samples from the training fields (a03-a07) fit the table; samples from the validation field
-(a01) compare it with the level policy it starts from (`policy.LEVEL_POLICY`) and with "the PSF
-at the estimated depth, 15 iterations". PSNR of the restored 84-px patches against the in-focus
+(a01) compare it with the level policy it starts from (`policy.LEVEL_POLICY`), with "the PSF
+at the estimated depth, 15 iterations", with this fit with the level rule kept at the 0 and 2 µm
+knots (`keep_level_rule`: how the shipped table was made) and with the shipped
+`policy.CONTINUOUS_POLICY`. PSNR of the restored 84-px patches against the in-focus
 truth (pixels pooled, as an image's PSNR), iterations rounded as `restore` rounds them. JSON to -o.
 
     python examples/fit_policy.py --model lbdvd_jax/weights/estimator.npz -o benchmarks/results/policy_fit.json
@@ -19,16 +21,8 @@ import numpy as np
 
 from lbdvd_jax.checkpoint import load_delpnet
 from lbdvd_jax.fields import load_infocus_fields, split_fields
-from lbdvd_jax.policy import LEVEL_POLICY, PolicyTable
-from lbdvd_jax.policy_fit import KNOTS, evaluate_policy, fit_policy, policy_samples
-
-
-def summary(mse, samples):
-    """PSNR of all validation pixels pooled (as an image's PSNR) and per 4-µm band of the true depth."""
-    db = lambda m: float(10 * np.log10(65535.0 ** 2 / np.mean(m)))  # noqa: E731
-    bands = {f"{lo}-{lo + 4}um": db(mse[(samples.z_true >= lo) & (samples.z_true < lo + 4)])
-             for lo in range(0, 20, 4)}
-    return {"pooled": db(mse), **bands}
+from lbdvd_jax.policy import CONTINUOUS_POLICY, LEVEL_POLICY, PolicyTable
+from lbdvd_jax.policy_fit import KNOTS, evaluate_policy, fit_policy, keep_level_rule, policy_samples, policy_summary
 
 
 def main(argv=None):
@@ -50,8 +44,8 @@ def main(argv=None):
           f"({time.perf_counter() - t0:.0f} s); z_est RMS error val "
           f"{np.sqrt(np.mean((val.z_est - val.z_true) ** 2)):.2f} µm", flush=True)
     at_z = PolicyTable(tuple(KNOTS), tuple(KNOTS), (15.0,) * len(KNOTS))
-    before = {"level_policy": summary(evaluate_policy(val, LEVEL_POLICY), val),
-              "psf_at_z_15_iterations": summary(evaluate_policy(val, at_z), val)}
+    summary = lambda table: policy_summary(evaluate_policy(val, table), val.z_true)  # noqa: E731
+    before = {"level_policy": summary(LEVEL_POLICY), "psf_at_z_15_iterations": summary(at_z)}
     print("val before:", json.dumps(before), flush=True)
     t1 = time.perf_counter()
     def log(step, value):
@@ -60,13 +54,16 @@ def main(argv=None):
 
     table, hist = fit_policy(train, init=LEVEL_POLICY, steps=args.steps, log=log)
     fit_s = time.perf_counter() - t1
-    after = summary(evaluate_policy(val, table), val)
+    hybrid = keep_level_rule(table)
+    after = {"fitted": summary(table), "fitted_level_rule_0_2um": summary(hybrid),
+             "shipped": summary(CONTINUOUS_POLICY)}
     print("fitted:", table, "\nval after:", json.dumps(after), flush=True)
     result = {"model": args.model or "shipped", "train_fields": [names[i] for i in split["train"]],
               "val_field": [names[i] for i in split["val"]], "samples": {"train": len(train.windows),
                                                                          "val": len(val.windows)},
               "z_est_rms_um_val": float(np.sqrt(np.mean((val.z_est - val.z_true) ** 2))),
-              "val_psnr": {**before, "fitted": after}, "fitted_policy": table._asdict(),
+              "val_psnr": {**before, **after}, "fitted_policy": table._asdict(),
+              "fitted_policy_level_rule_0_2um": hybrid._asdict(), "shipped_policy": CONTINUOUS_POLICY._asdict(),
               "fit_seconds": round(fit_s, 1), "history": hist[::5]}
     if args.output:
         with open(args.output, "w") as f:

@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import pathlib
 import zipfile
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
+
+if TYPE_CHECKING:  # orbax is imported where training needs it, not by inference
+    import orbax.checkpoint as ocp
 
 from lbdvd_jax.errors import InputError
 from lbdvd_jax.model import DelpNet, DelpNetConfig
@@ -30,6 +33,8 @@ PAPER_DELPNET = SHIPPED_WEIGHTS  #: the paper's DelpNet, trained on this CPU (se
 def checkpoint_manager(directory, *, max_to_keep: int = 3) -> ocp.CheckpointManager:
     """An orbax ``CheckpointManager`` for training states in ``directory`` (created if missing)."""
     directory = pathlib.Path(directory).resolve()
+    import orbax.checkpoint as ocp  # training only: inference never pays its import (~0.7 s)
+
     return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep))
 
 
@@ -45,6 +50,8 @@ def save_train_state(mgr: ocp.CheckpointManager, state) -> None:
     step = int(tree["step"])
     if step in mgr.all_steps():
         return
+    import orbax.checkpoint as ocp
+
     mgr.save(step, args=ocp.args.StandardSave(tree))
 
 
@@ -69,23 +76,28 @@ def restore_train_state(mgr: ocp.CheckpointManager, like, *, step: int | None = 
     if step not in mgr.all_steps():
         raise FileNotFoundError(f"no checkpoint of step {step} in {mgr.directory}; "
                                 f"available steps: {sorted(mgr.all_steps())}.")
+    import orbax.checkpoint as ocp
+
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _as_tree(like))
     try:
         tree = mgr.restore(step, args=ocp.args.StandardRestore(abstract))
-        return type(like)(**tree) if hasattr(like, "_asdict") else tree
     except (ValueError, KeyError, TypeError) as e:
         raise InputError(
             f"checkpoint {mgr.directory}/{step} does not match this model/optimizer ({e}); "
             "resume with the same DelpNetConfig and TrainConfig preset it was trained with, "
             "or start a new run directory."
         ) from e
+    # orbax hands back arrays committed to a device; a fresh state's are not, and jit keys its
+    # cache on that: without this a resumed run compiles its training step twice more
+    tree = jax.tree.map(lambda a: jax.numpy.asarray(np.asarray(a)) if isinstance(a, jax.Array) else a, tree)
+    return type(like)(**tree) if hasattr(like, "_asdict") else tree
 
 
 def _flatten(tree, prefix: str) -> dict:
     flat = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
-        flat[f"{prefix}/{name}"] = np.asarray(leaf)
+        flat[f"{prefix}/{name}"] = leaf if isinstance(leaf, jax.ShapeDtypeStruct) else np.asarray(leaf)
     return flat
 
 
@@ -200,7 +212,8 @@ def load_delpnet(path=None, *, config: DelpNetConfig | None = None):
     if config is not None and config != stored_config:
         raise InputError(f"{str(path)!r} holds another DelpNet architecture: stored {stored_config}, "
                          f"expected {config}; load it without config= or pass the matching file.")
-    model = DelpNet(stored_config, rngs=nnx.Rngs(0))
+    # abstract shapes only: random initialisation would compile and run every initialiser (seconds)
+    model = nnx.eval_shape(lambda: DelpNet(stored_config, rngs=nnx.Rngs(0)))
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     expected = {**_flatten(nnx.to_pure_dict(params), "params"),
                 **_flatten(nnx.to_pure_dict(batch_stats), "batch_stats")}

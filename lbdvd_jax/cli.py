@@ -13,6 +13,11 @@
 User mistakes (missing file, unsupported dtype, bad option, unwritable or existing output) print
 one line `lbdvd: error: ...` on stderr and exit with status 2; nothing partial is written (all
 TIFFs are written atomically). Set LBDVD_DEBUG=1 to see tracebacks.
+
+Compiled XLA programs are kept on disk (JAX's persistent compilation cache) in
+$LBDVD_CACHE_DIR, default ~/.cache/lbdvd-jax/xla (or $XDG_CACHE_HOME/lbdvd-jax/xla), so a second
+`lbdvd restore` skips most compilation; LBDVD_CACHE_DIR=off turns this off, and a
+JAX_COMPILATION_CACHE_DIR the user set is used as it is.
 """
 
 from __future__ import annotations
@@ -202,6 +207,42 @@ def use_host_cores(environ=os.environ, cpu_count=None) -> int:
     return count
 
 
+def use_compilation_cache(environ=os.environ) -> str | None:
+    """Keep compiled XLA programs on disk between `lbdvd` runs (JAX's persistent cache).
+
+    A restore compiles the estimator and the RL loops anew in every process (seconds); with the
+    cache a later run of the same shapes loads them. Directory: $JAX_COMPILATION_CACHE_DIR if the
+    user set it (left as is), else $LBDVD_CACHE_DIR, else $XDG_CACHE_HOME/lbdvd-jax/xla (default
+    ~/.cache/lbdvd-jax/xla); LBDVD_CACHE_DIR=off (or 0, none, empty) disables it. A folder that
+    cannot be created disables it too, silently (the run is only slower). Set in `environ`, so
+    processes started from here (dask workers) share it, and in JAX's config if already imported.
+    Called by the console script only, never on import. Returns the directory or None.
+    """
+    if environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return environ["JAX_COMPILATION_CACHE_DIR"]
+    chosen = environ.get("LBDVD_CACHE_DIR")
+    if chosen is not None and chosen.strip().lower() in ("", "0", "off", "none", "false", "no"):
+        return None
+    if chosen is None:
+        base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        chosen = os.path.join(base, "lbdvd-jax", "xla")
+    try:
+        os.makedirs(chosen, exist_ok=True)
+        if not os.access(chosen, os.W_OK):
+            return None
+    except OSError:
+        return None
+    environ["JAX_COMPILATION_CACHE_DIR"] = chosen
+    # every program: the many small ones (patch extraction, montage) add up to seconds per run
+    environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    jax = sys.modules.get("jax")
+    if jax is not None and environ is os.environ:
+        jax.config.update("jax_compilation_cache_dir", chosen)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    return chosen
+
+
 def _interrupted(signum, frame):
     """Ctrl-C in the `lbdvd` command: end now. A KeyboardInterrupt would wait for the running XLA
     computation (minutes for long RL runs) and could crash in interpreter teardown while XLA
@@ -218,10 +259,11 @@ def _interrupted(signum, frame):
 
 
 def entry() -> int:
-    """Console-script entry point: one XLA host device per core, Ctrl-C ends at once, then
-    :func:`main`."""
+    """Console-script entry point: one XLA host device per core, compiled programs cached on
+    disk, Ctrl-C ends at once, then :func:`main`."""
     import signal
     use_host_cores()
+    use_compilation_cache()
     signal.signal(signal.SIGINT, _interrupted)
     return main()
 

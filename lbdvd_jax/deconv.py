@@ -23,7 +23,8 @@ import jax.numpy as jnp
 from lbdvd_jax.errors import InputError
 from lbdvd_jax.validate import check_image, check_psf
 
-__all__ = ["BlindDeconvolution", "blind_richardson_lucy", "fast_fft_size", "richardson_lucy"]
+__all__ = ["BlindDeconvolution", "blind_richardson_lucy", "convolve", "fast_fft_size", "richardson_lucy",
+           "richardson_lucy_iterates"]
 
 _EPS = 1e-12  # same magnitude as scikit-image's RL regulariser; representable in float32
 
@@ -130,6 +131,56 @@ def richardson_lucy(image, psf, *, num_iter=15, eps=_EPS, fft_shape=None, stop=N
     return jax.lax.fori_loop(
         0, num_iter, lambda i, est: jnp.where(i < stop, _rl_step(image, est, otf, shape, eps), est),
         image)
+
+
+def richardson_lucy_iterates(image, psf, *, num_iter=15, eps=_EPS, fft_shape=None):
+    """Every Richardson-Lucy iterate of one image: ``(num_iter + 1, H, W)``, iterate k at index k.
+
+    Index 0 is the image itself (the initial estimate) and index ``num_iter`` equals
+    :func:`richardson_lucy` with the same arguments. Keeping the iterates lets a caller treat
+    the iteration count as a real number (interpolating two iterates) and differentiate through
+    it, as `policy_fit` does. Memory grows with ``num_iter``; arguments as :func:`richardson_lucy`.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from lbdvd_jax.deconv import richardson_lucy_iterates
+        >>> its = richardson_lucy_iterates(jnp.ones((16, 16)), jnp.ones((3, 3)) / 9, num_iter=4)
+        >>> its.shape
+        (5, 16, 16)
+    """
+    image = check_image(image, "image")
+    psf = check_psf(psf, "psf").astype(image.dtype)
+    num_iter = int(num_iter)
+    if num_iter < 0:
+        raise InputError(f"num_iter must be >= 0; got {num_iter!r}.")
+    shape = _fft_shape(image.shape, psf.shape, fft_shape)
+    otf = _otf(psf, shape)
+
+    def body(est, _):
+        new = _rl_step(image, est, otf, shape, eps)
+        return new, new
+
+    _, its = jax.lax.scan(body, image, None, length=num_iter)
+    return jnp.concatenate([image[None], its])
+
+
+def convolve(image, psf, *, fft_shape=None):
+    """Linear 'same'-size convolution of a 2-D image with a PSF, zero outside the image.
+
+    The forward model that :func:`richardson_lucy` inverts (its re-blur step); equals
+    ``scipy.signal.fftconvolve(image, psf, mode='same')`` for odd kernel sizes. Arguments as
+    :func:`richardson_lucy`.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from lbdvd_jax.deconv import convolve
+        >>> float(convolve(jnp.ones((8, 8)), jnp.ones((3, 3)) / 9)[4, 4])
+        1.0
+    """
+    image = check_image(image, "image")
+    psf = check_psf(psf, "psf").astype(image.dtype)
+    shape = _fft_shape(image.shape, psf.shape, fft_shape)
+    return _filter(image, _otf(psf, shape), shape)
 
 
 class BlindDeconvolution(NamedTuple):

@@ -133,10 +133,10 @@ def _load_model(model_path):
             raise
         from flax import nnx
 
-        from lbdvd_jax.model import DelpNet
+        from lbdvd_jax.model import DelpNet, build_module
         warnings.warn("no shipped DelpNet weights found in lbdvd_jax/weights/; using an "
                       "UNTRAINED DelpNet, so the DV levels below are meaningless", UserWarning)
-        model = DelpNet(rngs=nnx.Rngs(0))
+        model = build_module(lambda: DelpNet(rngs=nnx.Rngs(0)))
         model.eval()
         return model, "untrained"
 

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from lbdvd_jax.camera import OFFSET
-from lbdvd_jax.deconv import _filter, _otf, _rl_step, fast_fft_size
+from lbdvd_jax.deconv import convolve, fast_fft_size, richardson_lucy
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import psf_stack
 
@@ -38,9 +38,8 @@ def refinement_criterion(window, z_um, *, optics=Optics(), num_iter: int = 15, b
     y = jnp.maximum(window.astype(dtype) - background, 0.0)
     shape = tuple(fast_fft_size(s + PSF_SIZE // 2) for s in y.shape)
     h = psf_stack(optics, jnp.asarray(z_um, dtype)[None], size=PSF_SIZE)[0].astype(dtype)
-    otf = _otf(h, shape)
-    est = jax.lax.fori_loop(0, num_iter, lambda _, e: _rl_step(y, e, otf, shape, 1e-12), y)
-    m = jnp.maximum(_filter(est, otf, shape), 1e-6)
+    est = richardson_lucy(y, h, num_iter=num_iter, fft_shape=shape)
+    m = jnp.maximum(convolve(est, h, fft_shape=shape), 1e-6)
     c = slice(margin, y.shape[0] - margin), slice(margin, y.shape[1] - margin)
     return jnp.sum(m[c] - y[c] * jnp.log(m[c]))
 

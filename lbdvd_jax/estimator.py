@@ -106,8 +106,9 @@ class DefocusEstimator(nnx.Module):
     Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
-        >>> est = DefocusEstimator(rngs=nnx.Rngs(0))
-        >>> est(jnp.ones((2, 84, 84)) * 100.0).shape
+        >>> from lbdvd_jax.model import build_module
+        >>> est = build_module(lambda: DefocusEstimator(rngs=nnx.Rngs(0)))
+        >>> nnx.jit(lambda m, x: m(x))(est, jnp.ones((2, 84, 84)) * 100.0).shape
         (2, 12)
     """
 

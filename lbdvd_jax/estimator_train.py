@@ -16,6 +16,7 @@ fold_in(key, s), so a run resumed from an orbax checkpoint equals an uninterrupt
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import sys
@@ -236,26 +237,41 @@ class EstimatorSetup(NamedTuple):
     state: EstimatorTrainState
 
 
+@functools.lru_cache(maxsize=8)
+def _initial_params(model_config: EstimatorConfig):
+    """Jitted key -> initial parameters: one compile per architecture (eager initialisers
+    compile one program each, ~7 s), shared by every run and resume in the process."""
+    return jax.jit(lambda key: nnx.state(DefocusEstimator(model_config, rngs=nnx.Rngs(key))))
+
+
+@functools.lru_cache(maxsize=8)
+def _optimizer_init(config: EstimatorTrainConfig):
+    return jax.jit(_optimizer(config).init)
+
+
 def init_train_state(model_config: EstimatorConfig, config: EstimatorTrainConfig, *, init=None):
     """`EstimatorSetup(graphdef, state)`: a fresh estimator and its `EstimatorTrainState`, seeded
     by `config.seed`; `init` (a `DefocusEstimator`
     of the same architecture) starts from its parameters instead (fine-tuning)."""
-    graphdef, params = nnx.split(DefocusEstimator(model_config, rngs=nnx.Rngs(config.seed)))
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: DefocusEstimator(model_config, rngs=nnx.Rngs(0))))
+    params = _initial_params(model_config)(jax.random.key(config.seed))
     if init is not None:
         if dataclasses.replace(init.config, window=model_config.window) != model_config:
             raise InputError(f"init: architecture {init.config} differs from model_config {model_config}")
         params = nnx.split(init)[1]
     state = EstimatorTrainState(step=jnp.zeros((), jnp.int32), params=params,
-                                opt_state=_optimizer(config).init(params),
+                                opt_state=_optimizer_init(config)(params),
                                 key=jax.random.key_data(jax.random.key(config.seed + 1)),
                                 elapsed_s=jnp.zeros((), jnp.float32), cpu_s=jnp.zeros((), jnp.float32))
     return EstimatorSetup(graphdef, state)
 
 
+@functools.lru_cache(maxsize=8)
 def make_train_step(graphdef, config: EstimatorTrainConfig):
     """The jitted step `(state, fields, psfs) -> (state, loss, accuracy)`: a fresh batch from
     fold_in(key, step), the ordinal loss, one AdamW update. Fields and PSFs are arguments, not
-    constants baked into the program."""
+    constants baked into the program. One per (architecture, configuration): a resumed run in
+    the same process reuses the compiled step."""
     tx = _optimizer(config)
 
     @jax.jit
@@ -274,6 +290,11 @@ def make_train_step(graphdef, config: EstimatorTrainConfig):
         return new, loss, jnp.mean(jnp.argmax(logits, -1) == y)
 
     return step_fn
+
+
+@functools.lru_cache(maxsize=8)
+def _predict_fn(graphdef):
+    return jax.jit(lambda p, x: jax.nn.softmax(estimator_logits(graphdef, p, x)))
 
 
 def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, fields, *,
@@ -318,7 +339,7 @@ def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, f
         else:
             every = 0
 
-        predict = jax.jit(lambda p, x: jax.nn.softmax(estimator_logits(graphdef, p, x)))
+        predict = _predict_fn(graphdef)
 
         def evaluate(params):
             rec = {}

@@ -71,7 +71,8 @@ def load_estimator(path=None) -> DefocusEstimator:
                          "weights), not a defocus estimator; load it with load_delpnet, or pass "
                          "estimator weights")
     config = EstimatorConfig.from_dict(config)
-    model = DefocusEstimator(config, rngs=nnx.Rngs(0))
+    # abstract shapes only: random initialisation would compile and run every initialiser (seconds)
+    model = nnx.eval_shape(lambda: DefocusEstimator(config, rngs=nnx.Rngs(0)))
     graphdef, params = nnx.split(model)
     names, leaves, treedef = _names(nnx.to_pure_dict(params))
     want = {f"params/{n}": v for n, v in zip(names, leaves)}

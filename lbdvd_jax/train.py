@@ -61,6 +61,18 @@ class TrainResult(NamedTuple):
     history: list
 
 
+@functools.lru_cache(maxsize=8)
+def _initial_state(model_config: DelpNetConfig):
+    """Jitted key -> (params, batch_stats) of a fresh DelpNet: one compile per architecture
+    (eager initialisers compile one program each, ~9 s), shared by every run in the process."""
+    return jax.jit(lambda key: nnx.state(DelpNet(model_config, rngs=nnx.Rngs(params=key)), nnx.Param, nnx.BatchStat))
+
+
+@functools.lru_cache(maxsize=8)
+def _optimizer_init(config: TrainConfig):
+    return jax.jit(make_optimizer(config).init)
+
+
 def init_state(model_config: DelpNetConfig, config: TrainConfig):
     """A fresh model and training state.
 
@@ -74,11 +86,12 @@ def init_state(model_config: DelpNetConfig, config: TrainConfig):
     """
     key = jax.random.PRNGKey(config.seed)
     init_key, run_key = jax.random.split(key)
-    model = DelpNet(model_config, rngs=nnx.Rngs(params=init_key))
-    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: DelpNet(model_config, rngs=nnx.Rngs(0))))
+    params, batch_stats = _initial_state(model_config)(init_key)
     optimizer = make_optimizer(config)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                       opt_state=optimizer.init(params), key=run_key, elapsed_s=jnp.zeros((), jnp.float32))
+                       opt_state=_optimizer_init(config)(params), key=run_key,
+                       elapsed_s=jnp.zeros((), jnp.float32))
     return TrainSetup(graphdef, optimizer, state)
 
 

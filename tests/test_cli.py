@@ -190,6 +190,47 @@ def test_module_entry_point_uses_one_device_per_core():
     assert got == want
 
 
+def test_compilation_cache_folder_choice(tmp_path):
+    from lbdvd_jax.cli import use_compilation_cache
+
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    assert use_compilation_cache(env) == str(tmp_path / "xdg" / "lbdvd-jax" / "xla")
+    assert (tmp_path / "xdg" / "lbdvd-jax" / "xla").is_dir()
+    assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "xdg" / "lbdvd-jax" / "xla")
+    assert env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0"
+    env = {"JAX_COMPILATION_CACHE_DIR": "/users/own", "LBDVD_CACHE_DIR": str(tmp_path / "x")}
+    assert use_compilation_cache(env) == "/users/own" and not (tmp_path / "x").exists()  # the user's: as is
+    for off in ("off", "0", ""):
+        env = {"LBDVD_CACHE_DIR": off}
+        assert use_compilation_cache(env) is None and "JAX_COMPILATION_CACHE_DIR" not in env
+    (tmp_path / "file").write_text("not a folder")
+    env = {"LBDVD_CACHE_DIR": str(tmp_path / "file" / "xla")}
+    assert use_compilation_cache(env) is None and "JAX_COMPILATION_CACHE_DIR" not in env
+
+
+def test_second_run_loads_compiled_programs_from_the_cache(tmp_path):
+    """Two `lbdvd psf` processes: the first writes the cache, the second compiles nothing anew."""
+    code = ("import sys, jax\n"
+            "from lbdvd_jax import cli\n"
+            "n = {'hit': 0, 'miss': 0}\n"
+            "jax.monitoring.register_event_listener(lambda e, **k: n.__setitem__('hit', n['hit'] + 1)"
+            " if e == '/jax/compilation_cache/cache_hits' else n.__setitem__('miss', n['miss'] + 1)"
+            " if e == '/jax/compilation_cache/cache_misses' else None)\n"
+            "sys.argv = ['lbdvd', 'psf', '-o', sys.argv[1], '--overwrite']\n"
+            "try:\n    cli.entry()\nexcept SystemExit:\n    pass\n"
+            "print(n['hit'], n['miss'])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env["LBDVD_CACHE_DIR"] = str(tmp_path / "cache")
+    counts = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "psf.tif")], capture_output=True,
+                             text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        counts.append([int(v) for v in out.stdout.split()[-2:]])
+    assert counts[0][1] > 0 and counts[1] == [counts[0][0] + counts[0][1], 0]
+    assert any((tmp_path / "cache").iterdir())
+
+
 def test_iterations_option_parses_one_or_eleven_counts():
     import argparse
 

@@ -8,7 +8,7 @@ from jax.test_util import check_grads
 from reference import blind_rl_ref, rl_ref
 
 from lbdvd_jax import blind_richardson_lucy, richardson_lucy
-from lbdvd_jax.deconv import fast_fft_size
+from lbdvd_jax.deconv import convolve, fast_fft_size, richardson_lucy_iterates
 
 
 def gaussian_psf_ref(size, sigma):
@@ -35,6 +35,22 @@ def test_matches_float64_oracle(x64, rng, psf_kind):
     ref = rl_ref(img, psf, 15)
     assert out.dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-10, atol=0)
+
+
+def test_iterates_are_the_oracle_at_every_count(x64, rng):
+    img, psf = _image(rng), _skewed_psf(rng)
+    its = np.asarray(richardson_lucy_iterates(jnp.asarray(img), jnp.asarray(psf), num_iter=4))
+    assert its.shape == (5,) + img.shape
+    np.testing.assert_array_equal(its[0], img)
+    for k in range(1, 5):
+        np.testing.assert_allclose(its[k], rl_ref(img, psf, k), rtol=1e-10, atol=0)
+
+
+def test_convolve_is_scipy_fftconvolve_same(x64, rng):
+    from scipy.signal import fftconvolve
+    img, psf = _image(rng), _skewed_psf(rng)
+    np.testing.assert_allclose(np.asarray(convolve(jnp.asarray(img), jnp.asarray(psf))),
+                               fftconvolve(img, psf, mode="same"), rtol=1e-10, atol=1e-9)
 
 
 def test_matches_oracle_float32(rng):

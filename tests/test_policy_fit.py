@@ -8,7 +8,7 @@ from reference import psf_quad, rl_ref
 
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.policy import LEVEL_POLICY, PolicyTable
-from lbdvd_jax.policy_fit import PolicySamples, fit_policy, restore_windows
+from lbdvd_jax.policy_fit import PolicySamples, fit_policy, keep_level_rule, policy_summary, restore_windows
 
 KNOTS = tuple(2.0 * np.arange(11))
 
@@ -133,3 +133,26 @@ def test_oracle_depth_map_bad_input(rng):
     with pytest.warns(UserWarning, match="beyond 20 µm were clipped"):
         out = restore(img, mode="oracle", z_um=np.full(img.shape, 30.0), num_iter=1)
     assert np.nanmax(out.z_um) == 20.0
+
+
+def test_policy_summary_by_hand():
+    # MSEs 65535^2 * 1e-7 and 1e-5 -> 70 and 50 dB alone; pooled: mean 5.05e-6 -> 52.967 dB
+    mse = 65535.0 ** 2 * np.array([1e-7, 1e-5])
+    got = policy_summary(mse, np.array([1.0, 9.0]))
+    assert got["0-4um"] == pytest.approx(70.0) and got["8-12um"] == pytest.approx(50.0)
+    assert got["pooled"] == pytest.approx(-10 * np.log10(5.05e-6))
+    assert np.isnan(got["4-8um"]) and list(got) == ["pooled", "0-4um", "4-8um", "8-12um", "12-16um", "16-20um"]
+    with pytest.raises(ValueError, match="one value per sample"):
+        policy_summary(mse, np.zeros(3))
+
+
+def test_keep_level_rule_rebuilds_the_shipped_table():
+    """The shipped table is the fit of benchmarks/results/policy_fit.json with the level rule at 0 and 2 µm."""
+    from lbdvd_jax.policy import CONTINUOUS_POLICY
+
+    fitted = PolicyTable(KNOTS, (1.383, 2.765) + CONTINUOUS_POLICY.psf_depth_um[2:],
+                         (0.0, 2.181) + CONTINUOUS_POLICY.iterations[2:])
+    assert keep_level_rule(fitted) == CONTINUOUS_POLICY
+    assert keep_level_rule(fitted, knots_um=(4.0,)).psf_depth_um[2] == LEVEL_POLICY.psf_depth_um[2]
+    with pytest.raises(ValueError, match="knots_um"):
+        keep_level_rule(fitted, knots_um=(3.0,))
