@@ -17,6 +17,10 @@ training itself normalises with batch statistics). Variants:
 
     python examples/ablations.py [--steps 250] [--only base,no_bg] [--out runs/ablations]
 
+Each run is a child process (its log in `<out>/<variant>.log`); `--in-process` runs them in this
+process instead (compiled programs shared between a variant's training, finalising and scoring:
+quicker for short runs such as `--smoke`, no isolation for long ones).
+
 Runs resume (re-running skips finished variants). Writes `<out>/ablations.json` (one row per
 variant: val/test accuracy, ±1 accuracy, macro F1, minutes) and prints a table. Absolute numbers
 at a CPU budget of a few hundred steps are far below the paper's 1000 epochs; read the
@@ -26,6 +30,7 @@ differences, and their size against the seed-to-seed spread, not the levels.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -62,13 +67,30 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-level", type=int, default=60, help="val/test patches per class")
     p.add_argument("--smoke", action="store_true", help="tiny model and runs (a plumbing test)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the training script in this process, not in child processes")
     p.add_argument("--data", default=os.environ.get("LBDVD_INFOCUS", str(INFOCUS)),
                    help="folder of in-focus fields (default: $LBDVD_INFOCUS or ../shared/...)")
     return p.parse_args(argv)
 
 
+def _train(argv, log, args):
+    """One `train_delpnet.py` call (argv without the interpreter): a child process, or with
+    --in-process a call of its main() with stdout and stderr into the same log."""
+    if not args.in_process:
+        subprocess.run([sys.executable, str(ROOT / "train_delpnet.py"), *argv], check=True, stdout=log,
+                       stderr=subprocess.STDOUT)
+        return
+    from lbdvd_jax.train_delpnet_app import main as train_main
+
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        status = train_main(argv)
+    if status:
+        raise RuntimeError(f"train_delpnet.py {' '.join(argv)} exited with {status}; see {log.name}")
+
+
 def cmd_base(run, common, extra, args):
-    return [sys.executable, str(ROOT / "train_delpnet.py"), *common, *extra,
+    return [*common, *extra,
             "--total-steps", str(args.steps), "--warmup-steps", str(max(1, args.steps // 10)),
             "--cooldown-steps", str(args.steps // 3), "--eval-every", str(max(1, args.steps // 3)),
             "--bn-batches", "20"]
@@ -84,12 +106,11 @@ def run_variant(name, extra, args, out):
     if not done.exists():
         cmd = cmd_base(run, common, extra, args)
         with open(out / f"{name}.log", "a") as log:
-            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
-            subprocess.run(cmd + ["--finalize"], check=True, stdout=log, stderr=subprocess.STDOUT)
+            _train(cmd, log, args)
+            _train(cmd + ["--finalize"], log, args)
     if "--no-bn" not in extra and not (run / "report_test_raw_bn.json").exists():
         with open(out / f"{name}.log", "a") as log:
-            subprocess.run(cmd_base(run, common, extra, args) + ["--raw-bn"], check=True, stdout=log,
-                           stderr=subprocess.STDOUT)
+            _train(cmd_base(run, common, extra, args) + ["--raw-bn"], log, args)
     minutes = (time.perf_counter() - t0) / 60
     row = {"variant": name, "flags": " ".join(extra), "steps": args.steps}
     for which in ("val", "test", "val_raw_bn", "test_raw_bn"):

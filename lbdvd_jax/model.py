@@ -106,16 +106,15 @@ class DelpNet(nnx.Module):
         rngs: ``nnx.Rngs`` for parameter initialisation (dropout keys are passed per call).
 
     Examples:
-        >>> import jax, jax.numpy as jnp
+        >>> import jax.numpy as jnp
         >>> from flax import nnx
-
         >>> model = build_module(lambda: DelpNet(rngs=nnx.Rngs(0)))  # one compile, not one per layer
         >>> infer = nnx.jit(lambda m, x: m(x))                       # inference: running BN stats
         >>> infer(model, jnp.zeros((2, 84, 84, 1))).shape
         (2, 12)
-        >>> train = nnx.jit(lambda m, x, key: m(x, train=True, key=key))
-        >>> train(model, jnp.zeros((2, 84, 84, 1)), jax.random.key(1)).shape
-        (2, 12)
+
+    Training calls it as ``model(x, train=True, key=dropout_key)`` (batch statistics, dropout;
+    `train.train_step`).
     """
 
     def __init__(self, config: DelpNetConfig | None = None, *, rngs: nnx.Rngs):

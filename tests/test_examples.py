@@ -50,7 +50,7 @@ def test_ablations_plumbing(tmp_path, monkeypatch, data_dir):
     """One variant end to end (tiny model): train, finalise, one row with val and test scores
     (needs the BBBC006 fields for the train/val/test split; skipped without them)."""
     out = tmp_path / "abl"
-    _run("ablations.py", ["--smoke", "--only", "no_bg", "--per-level", "2", "--out", str(out),
+    _run("ablations.py", ["--smoke", "--in-process", "--only", "no_bg", "--per-level", "2", "--out", str(out),
                           "--data", str(data_dir / "bbbc006" / "infocus")], monkeypatch)
     rows = json.loads((out / "ablations.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["no_bg"] and rows[0]["flags"] == "--no-bg"

@@ -7,7 +7,7 @@ from flax import nnx
 from reference import restore_ref
 
 from lbdvd_jax import pipeline
-from lbdvd_jax.model import DelpNet
+from lbdvd_jax.model import DelpNet, DelpNetConfig
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import patch_grid
 from lbdvd_jax.pipeline import level_map_pixels, predict_levels, restore, restore_timed
@@ -146,7 +146,8 @@ def test_compiles_once_per_shape_and_stacks(rng):
 
 
 def test_dv_with_a_fresh_delpnet_and_timings(rng):
-    model = DelpNet(rngs=nnx.Rngs(0))
+    # an untrained DelpNet of two small layers: the plumbing of a DelpNet model through restore
+    model = DelpNet(DelpNetConfig(features=((4, 3, 2), (8, 3, 2))), rngs=nnx.Rngs(0))
     model.eval()
     img = _image(rng, (84, 130)).astype(np.float32)
     labels, probs, origins = predict_levels(img, model=model, pool=False)[:3]

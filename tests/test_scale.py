@@ -27,12 +27,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 LBDVD = [sys.executable, "-m", "lbdvd_jax"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: kept across pytest-xdist's interleaved modules
 def model():
     return load_delpnet()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: kept across pytest-xdist's interleaved modules
 def big_image(real_fields):
     """(4096, 6144) uint16: the bundled field, tiled with mirror images, a little brighter below."""
     f = real_fields[0]
@@ -41,13 +41,6 @@ def big_image(real_fields):
     img = np.tile(tile, reps)[:4096, :6144]
     ramp = np.linspace(1.0, 1.6, 4096, dtype=np.float32)[:, None]
     return np.clip(img * ramp, 0, 65535).astype(np.uint16)
-
-
-@pytest.fixture(scope="module")
-def big_reference(big_image, model):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return restore(big_image, model=model)
 
 
 def _assert_same(res, ref):
@@ -59,29 +52,31 @@ def _assert_same(res, ref):
 
 
 @pytest.mark.slow
-def test_restore_dask_equals_restore_threads(big_image, big_reference, model):
+def test_restore_dask_equals_restore_threads_and_local_cluster(big_image, model):
+    """The issue's acceptance: 4096 x 6144 uint16 in 1024² chunks, the threaded scheduler and a
+    2-worker LocalCluster, each equal to `restore` of the whole image. One test, so that the
+    in-memory reference is computed once under pytest-xdist as well."""
+    distributed = pytest.importorskip("distributed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = restore(big_image, model=model)
     arr = da.from_array(big_image, chunks=(1024, 1024))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = restore_dask(arr, model=model, scheduler="threads", block=1024)
     assert res.image.chunks == ((1024,) * 4, (1024,) * 6)  # one block per chunk
-    np.testing.assert_allclose(res.z_um, np.asarray(big_reference.z_um), equal_nan=True)
-    _assert_same(res, big_reference)
+    np.testing.assert_allclose(res.z_um, np.asarray(ref.z_um), equal_nan=True)
+    _assert_same(res, ref)
 
-
-@pytest.mark.slow
-def test_restore_dask_equals_restore_local_cluster(big_image, big_reference, model):
-    distributed = pytest.importorskip("distributed")
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=40, env=env) as cluster, distributed.Client(cluster) as client:
-        arr = da.from_array(big_image, chunks=(1024, 1024))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = restore_dask(arr, model=model, scheduler=client)
         out = client.compute(res.image).result()
         assert len(client.scheduler_info()["workers"]) == 2
-    _assert_same(res._replace(image=out), big_reference)
+    _assert_same(res._replace(image=out), ref)
 
 
 @pytest.mark.parametrize("defocus", ["levels", "continuous"])
@@ -150,7 +145,7 @@ def _run(*args, check=True, **kw):
     return proc
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: kept across pytest-xdist's interleaved modules
 def field_700(real_fields):
     f = real_fields[0]
     return np.tile(f, (2, 2))[:700, :900].astype(np.uint16)

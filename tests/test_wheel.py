@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIELDS = ROOT.parent / "shared" / "data" / "real" / "bbbc006" / "infocus"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: kept across pytest-xdist's interleaved modules
 def wheel_env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
