@@ -29,9 +29,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--fields", default=os.environ.get("LBDVD_INFOCUS", "../shared/data/real/bbbc006/infocus"))
-    ap.add_argument("--groups", type=int, default=96, help="(field, depth) pairs for the fit")
+    ap.add_argument("--groups", type=int, default=128, help="(field, depth) pairs for the fit (8 windows each)")
     ap.add_argument("--val-groups", type=int, default=48)
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -64,6 +64,7 @@ def main(argv=None):
               "z_est_rms_um_val": float(np.sqrt(np.mean((val.z_est - val.z_true) ** 2))),
               "val_psnr": {**before, **after}, "fitted_policy": table._asdict(),
               "fitted_policy_level_rule_0_2um": hybrid._asdict(), "shipped_policy": CONTINUOUS_POLICY._asdict(),
+              "steps": args.steps, "groups": {"train": args.groups, "val": args.val_groups},
               "fit_seconds": round(fit_s, 1), "history": hist[::5]}
     if args.output:
         with open(args.output, "w") as f:
