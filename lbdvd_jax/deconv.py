@@ -85,6 +85,17 @@ def _rl_step(image, est, otf, shape, eps):
     return est * _filter(ratio, jnp.conj(otf), shape)
 
 
+def _rl_setup(image, psf, num_iter, fft_shape):
+    """Checked image, iteration count, FFT shape and OTF of one RL run."""
+    image = check_image(image, "image")
+    psf = check_psf(psf, "psf").astype(image.dtype)
+    num_iter = int(num_iter)
+    if num_iter < 0:
+        raise InputError(f"num_iter must be >= 0; got {num_iter!r}.")
+    shape = _fft_shape(image.shape, psf.shape, fft_shape)
+    return image, num_iter, shape, _otf(psf, shape)
+
+
 def richardson_lucy(image, psf, *, num_iter=15, eps=_EPS, fft_shape=None, stop=None):
     """Richardson-Lucy deconvolution of one 2-D image with a known PSF (paper Eq. 3).
 
@@ -118,13 +129,7 @@ def richardson_lucy(image, psf, *, num_iter=15, eps=_EPS, fft_shape=None, stop=N
         >>> out = jax.jit(lambda x, h: richardson_lucy(x, h, num_iter=15))(img, psf)
         >>> batch = jax.vmap(richardson_lucy)(jnp.stack([img, img]), jnp.stack([psf, psf]))
     """
-    image = check_image(image, "image")
-    psf = check_psf(psf, "psf").astype(image.dtype)
-    num_iter = int(num_iter)
-    if num_iter < 0:
-        raise InputError(f"num_iter must be >= 0; got {num_iter!r}.")
-    shape = _fft_shape(image.shape, psf.shape, fft_shape)
-    otf = _otf(psf, shape)
+    image, num_iter, shape, otf = _rl_setup(image, psf, num_iter, fft_shape)
     if stop is None:
         return jax.lax.fori_loop(0, num_iter,
                                  lambda _, est: _rl_step(image, est, otf, shape, eps), image)
@@ -148,13 +153,7 @@ def richardson_lucy_iterates(image, psf, *, num_iter=15, eps=_EPS, fft_shape=Non
         >>> its.shape
         (5, 16, 16)
     """
-    image = check_image(image, "image")
-    psf = check_psf(psf, "psf").astype(image.dtype)
-    num_iter = int(num_iter)
-    if num_iter < 0:
-        raise InputError(f"num_iter must be >= 0; got {num_iter!r}.")
-    shape = _fft_shape(image.shape, psf.shape, fft_shape)
-    otf = _otf(psf, shape)
+    image, num_iter, shape, otf = _rl_setup(image, psf, num_iter, fft_shape)
 
     def body(est, _):
         new = _rl_step(image, est, otf, shape, eps)
