@@ -37,6 +37,7 @@ from lbdvd_jax.errors import InputError
 from lbdvd_jax.estimator import DefocusEstimator, EstimatorConfig, estimator_logits
 from lbdvd_jax.estimator_weights import export_estimator
 from lbdvd_jax.metrics_cls import classification_report
+from lbdvd_jax.model import module_initialiser
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import psf_stack
 
@@ -238,13 +239,6 @@ class EstimatorSetup(NamedTuple):
 
 
 @functools.lru_cache(maxsize=8)
-def _initial_params(model_config: EstimatorConfig):
-    """Jitted key -> initial parameters: one compile per architecture (eager initialisers
-    compile one program each, ~7 s), shared by every run and resume in the process."""
-    return jax.jit(lambda key: nnx.state(DefocusEstimator(model_config, rngs=nnx.Rngs(key))))
-
-
-@functools.lru_cache(maxsize=8)
 def _optimizer_init(config: EstimatorTrainConfig):
     return jax.jit(_optimizer(config).init)
 
@@ -253,9 +247,10 @@ def init_train_state(model_config: EstimatorConfig, config: EstimatorTrainConfig
     """`EstimatorSetup(graphdef, state)`: a fresh estimator and its `EstimatorTrainState`, seeded
     by `config.seed`; `init` (a `DefocusEstimator`
     of the same architecture) starts from its parameters instead (fine-tuning)."""
-    graphdef, params = nnx.split(nnx.eval_shape(lambda: DefocusEstimator(model_config, rngs=nnx.Rngs(0))))
-    params = _initial_params(model_config)(jax.random.key(config.seed))
-    if init is not None:
+    graphdef, initialise = module_initialiser(DefocusEstimator, model_config, "default")
+    if init is None:
+        params = initialise(jax.random.key(config.seed))
+    else:
         if dataclasses.replace(init.config, window=model_config.window) != model_config:
             raise InputError(f"init: architecture {init.config} differs from model_config {model_config}")
         params = nnx.split(init)[1]

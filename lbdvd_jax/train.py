@@ -24,7 +24,7 @@ from flax import nnx
 
 from lbdvd_jax import checkpoint as ckpt_lib
 from lbdvd_jax.metrics_cls import classification_report
-from lbdvd_jax.model import DelpNet, DelpNetConfig
+from lbdvd_jax.model import DelpNet, DelpNetConfig, module_initialiser
 from lbdvd_jax.train_config import PRESETS, TrainConfig, learning_rate_schedule, lr_at, make_optimizer
 
 
@@ -62,13 +62,6 @@ class TrainResult(NamedTuple):
 
 
 @functools.lru_cache(maxsize=8)
-def _initial_state(model_config: DelpNetConfig):
-    """Jitted key -> (params, batch_stats) of a fresh DelpNet: one compile per architecture
-    (eager initialisers compile one program each, ~9 s), shared by every run in the process."""
-    return jax.jit(lambda key: nnx.state(DelpNet(model_config, rngs=nnx.Rngs(params=key)), nnx.Param, nnx.BatchStat))
-
-
-@functools.lru_cache(maxsize=8)
 def _optimizer_init(config: TrainConfig):
     return jax.jit(make_optimizer(config).init)
 
@@ -86,8 +79,8 @@ def init_state(model_config: DelpNetConfig, config: TrainConfig):
     """
     key = jax.random.PRNGKey(config.seed)
     init_key, run_key = jax.random.split(key)
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: DelpNet(model_config, rngs=nnx.Rngs(0))))
-    params, batch_stats = _initial_state(model_config)(init_key)
+    graphdef, init = module_initialiser(DelpNet, model_config, "params", nnx.Param, nnx.BatchStat)
+    params, batch_stats = init(init_key)
     optimizer = make_optimizer(config)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                        opt_state=_optimizer_init(config)(params), key=run_key,

@@ -14,19 +14,14 @@ DATA = ROOT.parent / "shared" / "data" / "real"
 def pytest_configure(config):
     """One persistent XLA compilation cache for the run: the many subprocesses (CLI, wheel, dask
     workers) and pytest-xdist workers compile the same programs; each is compiled once. The
-    controller makes the folder, workers and subprocesses inherit it through the environment,
-    and it is removed at the end. A JAX_COMPILATION_CACHE_DIR of the user's is left as is."""
-    if hasattr(config, "workerinput") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        path = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    else:
-        path = tempfile.mkdtemp(prefix="lbdvd-jax-tests-xla-")
-        config._lbdvd_xla_cache = path
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = path
-        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    if path:
-        jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                          float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")))
+    controller makes the folder and turns the cache on as the `lbdvd` command does; workers and
+    subprocesses inherit it through the environment (JAX reads it at import), and it is removed
+    at the end. A JAX_COMPILATION_CACHE_DIR of the user's is left as is."""
+    from lbdvd_jax.cli import use_compilation_cache
+
+    if not hasattr(config, "workerinput") and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        config._lbdvd_xla_cache = os.environ["LBDVD_CACHE_DIR"] = tempfile.mkdtemp(prefix="lbdvd-jax-tests-xla-")
+        use_compilation_cache()
 
 
 def pytest_unconfigure(config):

@@ -221,6 +221,26 @@ def test_shipped_estimator_is_independent_of_scale_and_format(name):
     assert np.mean(good(lab[lab != 11])) >= 0.9
 
 
+def test_init_train_state_fine_tunes_from_given_weights():
+    """`init=`: the given estimator's parameters (any judging window), not a fresh draw; another
+    architecture is refused."""
+    import dataclasses
+
+    from lbdvd_jax.estimator_train import init_train_state
+    cfg = EstimatorTrainConfig(batch_size=8, total_steps=10, warmup_steps=2)
+    start = DefocusEstimator(TINY, rngs=nnx.Rngs(5))
+    _, fresh = init_train_state(TINY, cfg)
+    _, tuned = init_train_state(dataclasses.replace(TINY, window=100), cfg, init=start)
+    for u, v, w in zip(jax.tree.leaves(tuned.params), jax.tree.leaves(nnx.state(start)),
+                       jax.tree.leaves(fresh.params)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+        assert u.shape == w.shape
+    assert any(not np.array_equal(np.asarray(v), np.asarray(w))
+               for v, w in zip(jax.tree.leaves(tuned.params), jax.tree.leaves(fresh.params)))
+    with pytest.raises(ValueError, match="init: architecture"):
+        init_train_state(dataclasses.replace(TINY, hidden=8), cfg, init=start)
+
+
 def test_fit_estimator_resume_equals_uninterrupted(tmp_path, real_fields):
     """Two steps, a stop and a resume give the very parameters of four uninterrupted steps."""
     from lbdvd_jax.estimator_train import fit_estimator
