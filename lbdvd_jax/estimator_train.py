@@ -1,11 +1,7 @@
-"""Training the defocus estimator: scale-randomised synthetic batches, ordinal loss, resumable loop.
+"""Training the defocus estimator: configuration, ordinal loss, resumable loop.
 
-Batches come from `data.synth_batch` (real in-focus fields blurred by the Eq. 2 PSF, camera
-noise calibrated on BBBC006, the paper's bg rule in 16-bit counts), then pass through what a
-different camera or file format would do: a random global gain (log-uniform, default 1/24..1:
-8-bit files are 16-bit counts / 16) and, for half of the batch, integer rounding. A share of the
-level-10 patches is blurred beyond 20 µm (24..40 µm) and still labelled 10: the top level means
-"20 µm or more", so planes beyond the range saturate instead of landing anywhere.
+Batches come from `estimator_batches` (synthetic defocus of real in-focus fields at a random
+gain, levels or continuous depths with soft targets; its names are re-exported here).
 
 Loss: cross-entropy over the 12 classes plus `rps_weight` x the ranked probability score over
 the 11 ordered levels (non-bg patches), which charges a call by how far it lands from the true
@@ -30,25 +26,28 @@ import optax
 from flax import nnx
 
 from lbdvd_jax import checkpoint as ckpt_lib
-from lbdvd_jax.camera import bg_mask
-from lbdvd_jax.constants import BG_LABEL, COUNT_SCALE, NUM_LEVELS, PATCH_SIZE
-from lbdvd_jax.data import synth_batch
+from lbdvd_jax.constants import NUM_CLASSES, NUM_LEVELS, PATCH_SIZE
 from lbdvd_jax.errors import InputError
 from lbdvd_jax.estimator import DefocusEstimator, EstimatorConfig, estimator_logits
+from lbdvd_jax.estimator_batches import (
+    BEYOND_Z_UM,
+    CONTINUOUS_Z_UM,
+    mixed_fields,
+    soft_level_targets,
+    training_batch,
+    training_batch_targets,
+    training_psfs,
+)
 from lbdvd_jax.estimator_weights import export_estimator
 from lbdvd_jax.metrics_cls import classification_report
 from lbdvd_jax.model import module_initialiser
 from lbdvd_jax.optics import Optics
-from lbdvd_jax.psf import psf_stack
 
 __all__ = [
-    "BEYOND_Z_UM", "EstimatorSetup", "EstimatorTrainConfig", "EstimatorTrainState", "fit_estimator",
-    "init_train_state", "make_train_step", "ordinal_loss", "ranked_probability_score",
-    "training_batch", "training_psfs",
+    "BEYOND_Z_UM", "CONTINUOUS_Z_UM", "EstimatorSetup", "EstimatorTrainConfig", "EstimatorTrainState",
+    "fit_estimator", "init_train_state", "make_train_step", "mixed_fields", "ordinal_loss",
+    "ranked_probability_score", "soft_level_targets", "training_batch", "training_batch_targets", "training_psfs",
 ]
-
-BEYOND_Z_UM = (24.0, 28.0, 32.0, 36.0, 40.0)  #: defocus beyond level 10, labelled 10
-TRAIN_PSF_SIZE = 79  #: holds 99 % of the 40 µm PSF (kernel_size_for)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +73,16 @@ class EstimatorTrainConfig:
         patch_fraction: with window > 84, the share of steps trained on isolated 84-px patches
             (every round(1 / patch_fraction)-th step), so that one model judges both whole images
             (windows) and the paper's isolated patches.
+        continuous_fraction: share of the level patches blurred at a *continuous* depth (uniform
+            on `CONTINUOUS_Z_UM`, 0..20 µm by 0.25 µm) instead of at a level, with a soft target
+            split linearly between the two neighbouring levels (z = 9 µm: half level 4, half
+            level 5). Trained on levels only, the estimator snaps an off-grid depth to one level
+            (its expected z staircases, up to ±0.9 µm off between levels); soft targets make
+            the expected z a continuous estimate (`defocus="continuous"`).
+        mix_sources: draw half of the windows from *mixed fields*: a training field plus another
+            one, flipped, above the camera offset (`mixed_fields`). Fluorescence adds, so the sum
+            of two specimens is a specimen (denser, brighter, new object arrangements) whose
+            camera noise stays Poisson at the right level: more object variety from few fields.
         seed: initialisation and data.
     """
 
@@ -93,75 +102,20 @@ class EstimatorTrainConfig:
     zoom_range: tuple[float, float] = (1.0, 4.0)
     window: int = PATCH_SIZE
     patch_fraction: float = 0.0
+    continuous_fraction: float = 0.0
+    mix_sources: bool = False
     seed: int = 0
 
     def __post_init__(self):
         if self.window < PATCH_SIZE or (self.window - PATCH_SIZE) % 2:
             raise InputError(f"window: got {self.window!r}, expected {PATCH_SIZE} plus an even number of px")
+        if not 0.0 <= self.continuous_fraction <= 1.0:
+            raise InputError(f"continuous_fraction: got {self.continuous_fraction!r}, expected a share in [0, 1]")
         if not 0.0 <= self.patch_fraction <= 1.0:
             raise InputError(f"patch_fraction: got {self.patch_fraction!r}, expected a share in [0, 1]")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def training_psfs(optics=Optics(), *, size=TRAIN_PSF_SIZE):
-    """(16, size, size) PSFs: the 11 levels, then `BEYOND_Z_UM`."""
-    z = np.concatenate([2.0 * np.arange(NUM_LEVELS), BEYOND_Z_UM])
-    return psf_stack(optics, jnp.asarray(z, jnp.float32), size=size)
-
-
-def training_batch(key, fields, psfs, *, config: EstimatorTrainConfig):
-    """(counts (B, w, w) float32 at a random gain, labels (B,) int32 0..11), w = config.window.
-
-    Jittable. Windows wider than 84 px take their bg label from the centre 84 px (the patch
-    being judged), by the paper's rule in 16-bit counts before the gain.
-    """
-    b = config.batch_size
-    k_lv, k_beyond, k_syn, k_gain, k_round = jax.random.split(key, 5)
-    levels = jax.random.randint(k_lv, (b,), 0, NUM_LEVELS)
-    nb = len(BEYOND_Z_UM)
-    u = jax.random.uniform(k_beyond, (b, 2))
-    beyond = NUM_LEVELS + jnp.minimum((u[:, 1] * nb).astype(jnp.int32), nb - 1)
-    levels = jnp.where((levels == NUM_LEVELS - 1) & (u[:, 0] < config.beyond_fraction), beyond, levels)
-    w = config.window
-    x, y = synth_batch(k_syn, fields, psfs, batch_size=b, levels=levels, patch=w,
-                       with_bg=w == PATCH_SIZE,
-                       phantom_fraction=config.phantom_fraction, scale_range=config.scale_range)
-    if w != PATCH_SIZE:
-        c = (w - PATCH_SIZE) // 2
-        y = jnp.where(bg_mask(x[:, c:c + PATCH_SIZE, c:c + PATCH_SIZE, 0] * COUNT_SCALE), psfs.shape[0], y)
-    y = jnp.where(y == psfs.shape[0], BG_LABEL, jnp.minimum(y, NUM_LEVELS - 1)).astype(jnp.int32)
-    if config.zoom_fraction > 0:
-        x, y = _zoom_in_focus(jax.random.fold_in(key, 7), x, y, config)
-    lo, hi = np.log(config.gain_range[0]), np.log(config.gain_range[1])
-    gain = jnp.exp(jax.random.uniform(k_gain, (b, 1, 1), minval=lo, maxval=hi))
-    counts = x[..., 0] * COUNT_SCALE * gain
-    rounded = jax.random.uniform(k_round, (b, 1, 1)) < config.round_fraction
-    return jnp.where(rounded, jnp.round(counts), counts), y
-
-
-def _zoom_in_focus(key, x, y, config):
-    """Magnify a share of the level-0 patches (see `EstimatorTrainConfig.zoom_fraction`)."""
-    from lbdvd_jax.data import OFFSET, add_camera_noise
-
-    b, p = x.shape[0], x.shape[1]
-    k_pick, k_s, k_noise = jax.random.split(key, 3)
-    lo, hi = np.log(config.zoom_range[0]), np.log(config.zoom_range[1])
-    s = jnp.exp(jax.random.uniform(k_s, (b,), minval=lo, maxval=hi))
-    coords = (jnp.arange(p) - (p - 1) / 2.0)
-    counts = x[..., 0] * COUNT_SCALE
-
-    def magnify(img, scale):
-        c = (p - 1) / 2.0 + coords / scale
-        yy, xx = jnp.meshgrid(c, c, indexing="ij")
-        return jax.scipy.ndimage.map_coordinates(img, [yy, xx], order=1, mode="nearest")
-
-    zoomed = jax.vmap(magnify)(counts, s)
-    zoomed = jnp.clip(jnp.round(add_camera_noise(k_noise, jnp.maximum(zoomed, OFFSET))), 0, COUNT_SCALE)
-    pick = (y == 0) & (jax.random.uniform(k_pick, (b,)) < config.zoom_fraction)
-    x = jnp.where(pick[:, None, None, None], (zoomed / COUNT_SCALE)[..., None], x)
-    return x, y
 
 
 def ranked_probability_score(probs, labels):
@@ -183,15 +137,25 @@ def ranked_probability_score(probs, labels):
 def ordinal_loss(logits, labels, *, rps_weight=1.0):
     """Cross-entropy over the 12 classes + rps_weight x RPS over the 11 levels (non-bg only).
 
+    Args:
+        logits: (n, 12).
+        labels: (n,) int classes, or (n, 12) target distributions (soft labels: a continuous
+            depth split between two levels, `soft_level_targets`); then the cross-entropy is
+            against the distribution and the RPS against its CDF over the levels.
+
     Returns:
         scalar mean loss.
     """
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    targets = jax.nn.one_hot(labels, NUM_CLASSES) if labels.ndim == 1 else labels
+    ce = optax.softmax_cross_entropy(logits, targets)
     if not rps_weight:
         return jnp.mean(ce)
     p = jax.nn.softmax(logits[:, :NUM_LEVELS], axis=-1)  # level distribution, bg removed
-    is_level = labels != BG_LABEL
-    rps = ranked_probability_score(p, jnp.where(is_level, labels, 0))
+    q = targets[:, :NUM_LEVELS]
+    mass = jnp.sum(q, axis=-1)
+    is_level = mass > 0.5  # bg targets carry no level mass
+    cdf_q = jnp.cumsum(q, axis=-1)[:, :-1] / jnp.maximum(mass, 1e-12)[:, None]
+    rps = jnp.sum(jnp.square(jnp.cumsum(p, axis=-1)[:, :-1] - cdf_q), axis=-1) / (NUM_LEVELS - 1)
     return jnp.mean(ce) + rps_weight * jnp.sum(jnp.where(is_level, rps, 0.0)) / jnp.maximum(jnp.sum(is_level), 1)
 
 
@@ -272,11 +236,12 @@ def make_train_step(graphdef, config: EstimatorTrainConfig):
     @jax.jit
     def step_fn(state, fields, psfs):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-        x, y = training_batch(key, fields, psfs, config=config)
+        x, targets = training_batch_targets(key, fields, psfs, config=config)
+        y = jnp.argmax(targets, axis=-1)
 
         def loss_fn(p):
             logits = estimator_logits(graphdef, p, x)
-            return ordinal_loss(logits, y, rps_weight=config.rps_weight), logits
+            return ordinal_loss(logits, targets, rps_weight=config.rps_weight), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -325,7 +290,7 @@ def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, f
                 history = json.loads((out / "history.json").read_text())
             _log(f"resumed from step {int(state.step)}")
         fields = jnp.asarray(fields, jnp.float32)
-        psfs = training_psfs(optics)
+        psfs = training_psfs(optics, continuous=config.continuous_fraction > 0)
 
         step_fn = make_train_step(graphdef, config)
         every = round(1.0 / config.patch_fraction) if config.patch_fraction > 0 else 0

@@ -76,6 +76,10 @@ def main(argv=None):
                          "context; evaluated on windows and on their centre 84 px")
     ap.add_argument("--patch-fraction", type=float, default=0.0,
                     help="with --window > 84: share of steps on isolated 84-px patches (e.g. 0.5)")
+    ap.add_argument("--continuous-fraction", type=float, default=0.0,
+                    help="share of level patches at a continuous depth with soft targets (e.g. 0.5)")
+    ap.add_argument("--mix-sources", action="store_true",
+                    help="half of the windows from sums of two training fields (more object variety)")
     ap.add_argument("--init", default=None,
                     help="estimator weights (.npz) to fine-tune from (same architecture)")
     ap.add_argument("--eval-every", type=int, default=250)
@@ -107,7 +111,8 @@ def main(argv=None):
                               warmup_steps=min(200, args.total_steps // 10),
                               total_steps=args.total_steps, cooldown_steps=args.cooldown_steps,
                               rps_weight=args.rps_weight, zoom_fraction=args.zoom_fraction,
-                              window=args.window, patch_fraction=args.patch_fraction)
+                              window=args.window, patch_fraction=args.patch_fraction,
+                              mix_sources=args.mix_sources, continuous_fraction=args.continuous_fraction)
     hist = fit_estimator(mc, tc, fields[tr], out_dir=args.out, eval_sets=sets,
                          eval_every=args.eval_every, max_steps=args.max_steps, init=init,
                          max_seconds=None if args.minutes is None else 60 * args.minutes)

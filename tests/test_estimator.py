@@ -14,9 +14,12 @@ from lbdvd_jax.defocus_map import EstimatorDomainWarning, pool_neighbours, predi
 from lbdvd_jax.estimator import DefocusEstimator, EstimatorConfig, defocus_from_probs, estimate_defocus, estimator_probs
 from lbdvd_jax.estimator_train import (
     EstimatorTrainConfig,
+    mixed_fields,
     ordinal_loss,
     ranked_probability_score,
+    soft_level_targets,
     training_batch,
+    training_batch_targets,
     training_psfs,
 )
 from lbdvd_jax.estimator_weights import SHIPPED_ESTIMATOR, export_estimator, load_estimator
@@ -102,6 +105,48 @@ def test_ordinal_loss_adds_rps_on_levels_only():
     np.testing.assert_allclose(ordinal_loss(logits, y, rps_weight=2.0), ce + 2 * rps, rtol=1e-6)
 
 
+def test_ordinal_loss_with_soft_targets_hand_worked():
+    # a depth of 9 µm: half level 4, half level 5; logits favour level 4
+    logits = jnp.log(jnp.array([[0.02] * 4 + [0.5, 0.3] + [0.02] * 5 + [0.02]]))
+    q = np.zeros((1, 12))
+    q[0, 4] = q[0, 5] = 0.5
+    p = np.array([0.02] * 4 + [0.5, 0.3] + [0.02] * 5 + [0.02])
+    ce = -(0.5 * np.log(p[4]) + 0.5 * np.log(p[5]))          # the probabilities sum to 1
+    pl = p[:11] / p[:11].sum()
+    cdf_p = np.cumsum(pl)[:-1]
+    cdf_q = np.array([0, 0, 0, 0, 0.5, 1, 1, 1, 1, 1])        # CDF of the target over 11 levels
+    rps = np.sum((cdf_p - cdf_q) ** 2) / 10
+    np.testing.assert_allclose(ordinal_loss(logits, jnp.asarray(q), rps_weight=1.0), ce + rps, rtol=1e-5)
+    # one-hot targets give exactly the integer-label loss
+    y = jnp.array([4])
+    np.testing.assert_allclose(ordinal_loss(logits, jax.nn.one_hot(y, 12), rps_weight=2.0),
+                               ordinal_loss(logits, y, rps_weight=2.0), rtol=1e-6)
+
+
+def test_soft_level_targets_split_continuous_depths_between_levels():
+    # indices of training_psfs(continuous=True): 11 levels, 5 beyond (level 10), 81 depths by 0.25 µm
+    idx = jnp.array([3, 12, 16, 16 + 36, 16 + 37, 16 + 80, 97])   # 6 µm, 28 µm, 0, 9, 9.25, 20 µm, bg
+    t = np.asarray(soft_level_targets(idx, num_psfs=97))
+    want = np.zeros((7, 12))
+    want[0, 3] = want[1, 10] = want[2, 0] = want[5, 10] = want[6, 11] = 1.0
+    want[3, 4] = want[3, 5] = 0.5
+    want[4, 4], want[4, 5] = 0.375, 0.625   # 9.25 µm = level 4.625
+    np.testing.assert_allclose(t, want, atol=1e-6)
+    # expected z of the target is the depth itself
+    np.testing.assert_allclose((t[[2, 3, 4, 5], :11] * 2.0 * np.arange(11)).sum(1), [0, 9, 9.25, 20], atol=1e-5)
+
+
+def test_continuous_training_batch_draws_off_grid_depths(real_fields):
+    cfg = EstimatorTrainConfig(batch_size=96, continuous_fraction=1.0, beyond_fraction=0.0)
+    x, t = jax.jit(lambda k: training_batch_targets(k, real_fields[:2], training_psfs(size=49, continuous=True),
+                                                    config=cfg))(jax.random.key(0))
+    t = np.asarray(t)
+    assert x.shape == (96, 84, 84)
+    np.testing.assert_allclose(t.sum(1), 1.0, atol=1e-6)
+    split = (t[:, :11] > 0).sum(1) == 2               # between two levels
+    assert split.sum() > 40                            # 7 of 8 depths of the 0.25-µm grid are off-grid
+
+
 def test_defocus_from_probs_expected_z_spread_certainty():
     probs = np.zeros((3, 12), np.float32)
     probs[0, 5] = 1.0                      # certain level 5: z 10 µm, spread 0, certainty 1
@@ -183,6 +228,27 @@ def test_training_batch_labels_gain_and_rounding(real_fields):
     assert x.shape == (64, 84, 84) and set(np.unique(y)) <= set(range(12))
     np.testing.assert_array_equal(x, np.round(x))       # rounded, as an 8-bit file
     assert x.max() <= 65535 / 16 + 1                    # 16-bit counts / 16
+
+
+def test_mixed_fields_sum_two_specimens_and_keep_the_camera_noise_model(rng):
+    # three flat fields of one camera (offset 100, gain 0.33 counts/e-), different photon levels
+    offset, gain = 100.0, 0.33
+    lam = np.array([200.0, 800.0, 3000.0])
+    f = offset + gain * rng.poisson(lam[:, None, None], (3, 256, 320)).astype(np.float64)
+    m = np.asarray(mixed_fields(jax.random.key(3), jnp.asarray(f, jnp.float32), offset=offset), np.float64)
+    for i in range(3):
+        # the partner: another field, in one of the four flips (never the field itself)
+        cands = [(j, fl) for j in range(3) if j != i for fl in
+                 (f[j], f[j][::-1], f[j][:, ::-1], f[j][::-1, ::-1])]
+        errs = [np.abs(m[i] - (f[i] + np.maximum(o - offset, 0))).max() for _, o in cands]
+        assert min(errs) < 1e-3
+        # the sum is Poisson at the summed expectation: var = gain (mean - offset), as the camera
+        np.testing.assert_allclose(m[i].var(), gain * (m[i].mean() - offset), rtol=0.05)
+    one = np.asarray(mixed_fields(jax.random.key(0), jnp.asarray(f[:1], jnp.float32), offset=offset))
+    assert not np.allclose(one[0], 2 * f[0] - offset)   # a single field is mixed with a flip of itself
+    cfg = EstimatorTrainConfig(batch_size=32, mix_sources=True)
+    x, y = training_batch(jax.random.key(1), jnp.asarray(f, jnp.float32), training_psfs(size=49), config=cfg)
+    assert x.shape == (32, 84, 84) and set(np.unique(np.asarray(y))) <= set(range(12))
 
 
 def test_predict_defocus_warns_on_noise_free_input():
