@@ -75,7 +75,11 @@ def scheduler_context(args):
     # (10.5 vs 7.6 s alone; 2 workers 27.8 vs 18.4 s at 4096², README "Big images")
     spawn = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
              if k != "MALLOC_TRIM_THRESHOLD_"}
-    with (dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}),
+    # dask's statistical profiler wakes every 10 ms in each worker and walks every thread's stack
+    # under the GIL: 8.5 % of a classification task's time on this 2-core CPU (4.73 vs 5.17 s per
+    # 2048² over four runs each, README "Big images"); our workers run one compiled program each
+    with (dask.config.set({"distributed.nanny.pre-spawn-environ": spawn,
+                           "distributed.worker.profile.enabled": False}),
           LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
                        silence_logs=40, env=env) as cluster, Client(cluster) as client):
         yield client

@@ -58,3 +58,16 @@ def test_ablations_plumbing(tmp_path, monkeypatch, data_dir):
     assert set(rows[0]["test_raw_bn"]) == {"accuracy", "within_1", "f1"}  # BN as trained
     with pytest.raises(SystemExit, match="unknown variant"):
         _run("ablations.py", ["--only", "nope", "--out", str(out)], monkeypatch)
+
+
+def test_depth_bias(tmp_path, monkeypatch, data_dir):
+    """The staircase measurement: rows per field and split, the bias at the exact depths."""
+    out = tmp_path / "bias.json"
+    _run("depth_bias.py", ["--step", "10", "--fields", str(data_dir / "bbbc006" / "infocus"), "-o", str(out)],
+         monkeypatch)
+    res = json.loads(out.read_text())
+    assert res["depths_um"] == [0.0, 10.0, 20.0]
+    assert {v["split"] for v in res["fields"].values()} == {"train", "val", "test"}
+    rows = res["fields"]["a02"]["rows"]
+    assert [r[0] for r in rows] == [0.0, 10.0, 20.0] and all(r[3] > 0 for r in rows)
+    assert all(abs(r[1]) < 4.0 for r in rows)   # a level depth is judged within two levels

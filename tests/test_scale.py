@@ -4,6 +4,7 @@ The reference is always the in-memory `restore` of the whole image (itself check
 float64 oracles elsewhere); these tests check that chunking changes nothing.
 """
 
+import argparse
 import json
 import os
 import pathlib
@@ -68,14 +69,23 @@ def test_restore_dask_equals_restore_threads_and_local_cluster(big_image, model)
     np.testing.assert_allclose(res.z_um, np.asarray(ref.z_um), equal_nan=True)
     _assert_same(res, ref)
 
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=40, env=env) as cluster, distributed.Client(cluster) as client:
+    # the cluster `lbdvd restore --scheduler distributed --workers 2` starts
+    from lbdvd_jax.cli_scale import scheduler_context
+
+    args = argparse.Namespace(scheduler="distributed", scheduler_address=None, workers=2)
+    with scheduler_context(args) as client:
+        assert isinstance(client, distributed.Client)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = restore_dask(arr, model=model, scheduler=client)
         out = client.compute(res.image).result()
         assert len(client.scheduler_info()["workers"]) == 2
+        import dask
+
+        settings = client.run(lambda: (dask.config.get("distributed.worker.profile.enabled"),
+                                       os.environ.get("XLA_FLAGS"), os.environ.get("MALLOC_TRIM_THRESHOLD_")))
+    # workers: no statistical profiler, one XLA device each, glibc's default malloc trimming
+    assert set(settings.values()) == {(False, "--xla_force_host_platform_device_count=1", None)}
     _assert_same(res._replace(image=out), ref)
 
 
