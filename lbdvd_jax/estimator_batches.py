@@ -101,8 +101,15 @@ def training_batch_targets(key, fields, psfs, *, config):
     if config.continuous_fraction > 0:
         first = NUM_LEVELS + nb
         k_c, k_z = jax.random.split(jax.random.fold_in(key, 13))
-        cont = first + jax.random.randint(k_z, (b,), 0, len(CONTINUOUS_Z_UM))
-        levels = jnp.where(jax.random.uniform(k_c, (b,)) < config.continuous_fraction, cont, levels)
+        pick = jax.random.uniform(k_c, (b,)) < config.continuous_fraction
+        if config.continuous_draw == "uniform":  # any depth 0..20 µm
+            cont = first + jax.random.randint(k_z, (b,), 0, len(CONTINUOUS_Z_UM))
+        else:  # 'jitter': the drawn level's depth ± 1 µm, kept in 2..20 µm; level 0 stays exact
+            z = jnp.clip(LEVEL_STEP_UM * levels + jax.random.uniform(k_z, (b,), minval=-1.0, maxval=1.0),
+                         LEVEL_STEP_UM, CONTINUOUS_Z_UM[-1])
+            cont = first + jnp.round(z / CONTINUOUS_Z_UM[1]).astype(jnp.int32)
+            pick = pick & (levels >= 1) & (levels < NUM_LEVELS)
+        levels = jnp.where(pick, cont, levels)
     w = config.window
     if config.mix_sources:  # half of the windows from mixed fields (uniform over the stack)
         fields = jnp.concatenate([fields, mixed_fields(jax.random.fold_in(key, 11), fields)])

@@ -79,6 +79,10 @@ class EstimatorTrainConfig:
             level 5). Trained on levels only, the estimator snaps an off-grid depth to one level
             (its expected z staircases, up to ±0.9 µm off between levels); soft targets make
             the expected z a continuous estimate (`defocus="continuous"`).
+        continuous_draw: how those depths are drawn: 'uniform' on 0..20 µm, or 'jitter': the
+            patch's drawn level ± 1 µm (uniform), kept within 2..20 µm, level 0 left exact, so
+            that the share of each level, and of the in-focus patches that `zoom_fraction`
+            magnifies, stays what it is without continuous depths.
         mix_sources: draw half of the windows from *mixed fields*: a training field plus another
             one, flipped, above the camera offset (`mixed_fields`). Fluorescence adds, so the sum
             of two specimens is a specimen (denser, brighter, new object arrangements) whose
@@ -103,6 +107,7 @@ class EstimatorTrainConfig:
     window: int = PATCH_SIZE
     patch_fraction: float = 0.0
     continuous_fraction: float = 0.0
+    continuous_draw: str = "uniform"
     mix_sources: bool = False
     seed: int = 0
 
@@ -111,6 +116,8 @@ class EstimatorTrainConfig:
             raise InputError(f"window: got {self.window!r}, expected {PATCH_SIZE} plus an even number of px")
         if not 0.0 <= self.continuous_fraction <= 1.0:
             raise InputError(f"continuous_fraction: got {self.continuous_fraction!r}, expected a share in [0, 1]")
+        if self.continuous_draw not in ("uniform", "jitter"):
+            raise InputError(f"continuous_draw: got {self.continuous_draw!r}, expected 'uniform' or 'jitter'")
         if not 0.0 <= self.patch_fraction <= 1.0:
             raise InputError(f"patch_fraction: got {self.patch_fraction!r}, expected a share in [0, 1]")
 

@@ -78,6 +78,8 @@ def main(argv=None):
                     help="with --window > 84: share of steps on isolated 84-px patches (e.g. 0.5)")
     ap.add_argument("--continuous-fraction", type=float, default=0.0,
                     help="share of level patches at a continuous depth with soft targets (e.g. 0.5)")
+    ap.add_argument("--continuous-draw", choices=("uniform", "jitter"), default="uniform",
+                    help="continuous depths uniform on 0-20 µm, or each level's depth +-1 µm (level 0 exact)")
     ap.add_argument("--mix-sources", action="store_true",
                     help="half of the windows from sums of two training fields (more object variety)")
     ap.add_argument("--init", default=None,
@@ -112,7 +114,8 @@ def main(argv=None):
                               total_steps=args.total_steps, cooldown_steps=args.cooldown_steps,
                               rps_weight=args.rps_weight, zoom_fraction=args.zoom_fraction,
                               window=args.window, patch_fraction=args.patch_fraction,
-                              mix_sources=args.mix_sources, continuous_fraction=args.continuous_fraction)
+                              mix_sources=args.mix_sources, continuous_fraction=args.continuous_fraction,
+                              continuous_draw=args.continuous_draw)
     hist = fit_estimator(mc, tc, fields[tr], out_dir=args.out, eval_sets=sets,
                          eval_every=args.eval_every, max_steps=args.max_steps, init=init,
                          max_seconds=None if args.minutes is None else 60 * args.minutes)

@@ -147,6 +147,21 @@ def test_continuous_training_batch_draws_off_grid_depths(real_fields):
     assert split.sum() > 40                            # 7 of 8 depths of the 0.25-µm grid are off-grid
 
 
+def test_jittered_continuous_depths_keep_level_shares_and_exact_focus(real_fields):
+    cfg = EstimatorTrainConfig(batch_size=256, continuous_fraction=1.0, continuous_draw="jitter",
+                               beyond_fraction=0.0)
+    _, t = jax.jit(lambda k: training_batch_targets(k, real_fields[:2], training_psfs(size=49, continuous=True),
+                                                    config=cfg))(jax.random.key(1))
+    t = np.asarray(t)
+    lv = t[:, 11] == 0
+    z = (t[lv, :11] * 2.0 * np.arange(11)).sum(1)
+    assert 0.03 < np.mean(z == 0) < 0.2                     # level 0 (1/11) left exact, never jittered
+    assert np.all((z == 0) | ((z >= 2.0) & (z <= 20.0)))     # jittered depths stay in 2..20 µm
+    assert np.mean(np.abs(z / 2.0 - np.round(z / 2.0)) > 0.01) > 0.5   # most are off-grid
+    with pytest.raises(ValueError, match="continuous_draw"):
+        EstimatorTrainConfig(continuous_draw="gaussian")
+
+
 def test_defocus_from_probs_expected_z_spread_certainty():
     probs = np.zeros((3, 12), np.float32)
     probs[0, 5] = 1.0                      # certain level 5: z 10 µm, spread 0, certainty 1
