@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.camera import OFFSET, bg_mask
+from lbdvd_jax.camera import OFFSET, add_camera_noise, bg_mask
 from lbdvd_jax.constants import BG_LABEL, COUNT_SCALE, LEVEL_STEP_UM, NUM_CLASSES, NUM_LEVELS, PATCH_SIZE
 from lbdvd_jax.data import synth_batch
 from lbdvd_jax.optics import Optics
@@ -131,8 +131,6 @@ def training_batch_targets(key, fields, psfs, *, config):
 
 def _zoom_in_focus(key, x, targets, config):
     """Magnify a share of the level-0 patches (see `EstimatorTrainConfig.zoom_fraction`)."""
-    from lbdvd_jax.data import OFFSET, add_camera_noise
-
     b, p = x.shape[0], x.shape[1]
     k_pick, k_s, k_noise = jax.random.split(key, 3)
     lo, hi = np.log(config.zoom_range[0]), np.log(config.zoom_range[1])

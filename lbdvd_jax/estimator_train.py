@@ -126,19 +126,20 @@ class EstimatorTrainConfig:
 
 
 def ranked_probability_score(probs, labels):
-    """Ranked probability score over ordered classes: Σ_k (CDF_p(k) - [k >= y])² / (K - 1).
+    """Ranked probability score over ordered classes: Σ_k (CDF_p(k) - CDF_q(k))² / (K - 1).
 
     Args:
         probs: (n, K) probabilities of K ordered classes.
-        labels: (n,) int true class in 0..K-1.
+        labels: (n,) int true class in 0..K-1 (CDF_q(k) = [k >= y]), or (n, K) target
+            distributions (soft labels; normalised here).
 
     Returns:
         (n,) scores in [0, 1]; 0 for a one-hot hit, growing with the distance of the mass.
     """
     k = probs.shape[-1]
-    cdf = jnp.cumsum(probs, axis=-1)[..., :-1]
-    target = (jnp.arange(k - 1)[None, :] >= labels[:, None]).astype(probs.dtype)
-    return jnp.sum(jnp.square(cdf - target), axis=-1) / (k - 1)
+    q = jax.nn.one_hot(labels, k, dtype=probs.dtype) if labels.ndim == 1 else labels
+    cdf_q = jnp.cumsum(q, axis=-1)[..., :-1] / jnp.maximum(jnp.sum(q, axis=-1, keepdims=True), 1e-12)
+    return jnp.sum(jnp.square(jnp.cumsum(probs, axis=-1)[..., :-1] - cdf_q), axis=-1) / (k - 1)
 
 
 def ordinal_loss(logits, labels, *, rps_weight=1.0):
@@ -159,10 +160,8 @@ def ordinal_loss(logits, labels, *, rps_weight=1.0):
         return jnp.mean(ce)
     p = jax.nn.softmax(logits[:, :NUM_LEVELS], axis=-1)  # level distribution, bg removed
     q = targets[:, :NUM_LEVELS]
-    mass = jnp.sum(q, axis=-1)
-    is_level = mass > 0.5  # bg targets carry no level mass
-    cdf_q = jnp.cumsum(q, axis=-1)[:, :-1] / jnp.maximum(mass, 1e-12)[:, None]
-    rps = jnp.sum(jnp.square(jnp.cumsum(p, axis=-1)[:, :-1] - cdf_q), axis=-1) / (NUM_LEVELS - 1)
+    is_level = jnp.sum(q, axis=-1) > 0.5  # bg targets carry no level mass
+    rps = ranked_probability_score(p, q)
     return jnp.mean(ce) + rps_weight * jnp.sum(jnp.where(is_level, rps, 0.0)) / jnp.maximum(jnp.sum(is_level), 1)
 
 
