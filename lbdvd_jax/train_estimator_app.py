@@ -82,11 +82,17 @@ def main(argv=None):
                     help="continuous depths uniform on 0-20 µm, or each level's depth +-1 µm (level 0 exact)")
     ap.add_argument("--mix-sources", action="store_true",
                     help="half of the windows from sums of two training fields (more object variety)")
+    ap.add_argument("--scale-range", type=float, nargs=2, default=(0.3, 3.0), metavar=("LO", "HI"),
+                    help="photon budget (signal above the offset) relative to the training fields, "
+                         "log-uniform; e.g. 0.03 3 to cover dim, low-SNR images")
     ap.add_argument("--init", default=None,
                     help="estimator weights (.npz) to fine-tune from (same architecture)")
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--per-level", type=int, default=100, help="eval patches per level")
     args = ap.parse_args(argv)
+    if not 0 < args.scale_range[0] < args.scale_range[1]:
+        ap.error(f"--scale-range: got {args.scale_range[0]:g} {args.scale_range[1]:g}, expected 0 < LO < HI "
+                 "(e.g. 0.03 3)")
     if args.export:
         src = os.path.join(args.out, "best.npz")
         if not os.path.isfile(src):
@@ -115,7 +121,7 @@ def main(argv=None):
                               rps_weight=args.rps_weight, zoom_fraction=args.zoom_fraction,
                               window=args.window, patch_fraction=args.patch_fraction,
                               mix_sources=args.mix_sources, continuous_fraction=args.continuous_fraction,
-                              continuous_draw=args.continuous_draw)
+                              continuous_draw=args.continuous_draw, scale_range=tuple(args.scale_range))
     hist = fit_estimator(mc, tc, fields[tr], out_dir=args.out, eval_sets=sets,
                          eval_every=args.eval_every, max_steps=args.max_steps, init=init,
                          max_seconds=None if args.minutes is None else 60 * args.minutes)

@@ -42,6 +42,9 @@ def test_train_forwards_to_the_training_applications(capsys):
     assert main(["train", "--paper-delpnet", "--help"]) == 0
     out = capsys.readouterr().out
     assert "usage: lbdvd train --paper-delpnet" in out and "--preset" in out
+    # a bad option is one line and exit 2, checked before any field is read
+    assert main(["train", "--out", "x", "--fields", "nowhere", "--scale-range", "3", "0.1"]) == 2
+    assert "--scale-range: got 3 0.1, expected 0 < LO < HI" in capsys.readouterr().err
 
 
 def test_module_entry_point():
