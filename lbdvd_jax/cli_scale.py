@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import sys
 import time
@@ -82,7 +83,58 @@ def scheduler_context(args):
                            "distributed.worker.profile.enabled": False}),
           LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
                        silence_logs=40, env=env) as cluster, Client(cluster) as client):
+        shares = core_shares(sorted(os.sched_getaffinity(0)), args.workers) if _CAN_PIN else None
+        if shares is not None and len(shares[0]) < os.cpu_count():
+            client.register_plugin(_pin_plugin(shares))
         yield client
+
+
+_CAN_PIN = hasattr(os, "sched_setaffinity") and hasattr(os, "sched_getaffinity")
+
+
+def core_shares(cpus, n_workers):
+    """Disjoint, near-equal shares of the CPUs `cpus`, one per worker (round robin when there are
+    more workers than CPUs): a local cluster's workers each run XLA's thread pools on their own
+    cores instead of every worker spreading over all of them."""
+    cpus = [int(c) for c in cpus]
+    if n_workers >= len(cpus):
+        return [{cpus[i % len(cpus)]} for i in range(n_workers)]
+    return [{int(c) for c in part} for part in np.array_split(cpus, n_workers)]
+
+
+def pin_process(cpus):
+    """Pin every thread of this process (and the threads it starts later) to `cpus`."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:  # a thread that ended meanwhile
+            pass
+
+
+def _pin_plugin(shares):
+    from distributed import WorkerPlugin
+
+    class PinCores(WorkerPlugin):
+        """Each worker of a local cluster on its own share of the cores, before its first task
+        (XLA sizes its thread pools by the CPUs a process may use when JAX starts)."""
+
+        name = "lbdvd-pin-cores"
+
+        def __init__(self, shares):
+            self.shares = shares
+
+        def setup(self, worker):
+            try:
+                index = int(worker.name)
+            except (TypeError, ValueError):
+                index = hash(worker.name)
+            pin_process(self.shares[index % len(self.shares)])
+
+    return PinCores(shares)
 
 
 def _block_levels(levels, shape, r0, r1, c0, c1, stride):

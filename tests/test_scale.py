@@ -84,8 +84,12 @@ def test_restore_dask_equals_restore_threads_and_local_cluster(big_image, model)
 
         settings = client.run(lambda: (dask.config.get("distributed.worker.profile.enabled"),
                                        os.environ.get("XLA_FLAGS"), os.environ.get("MALLOC_TRIM_THRESHOLD_")))
+        cores = client.run(lambda: sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else {}
     # workers: no statistical profiler, one XLA device each, glibc's default malloc trimming
     assert set(settings.values()) == {(False, "--xla_force_host_platform_device_count=1", None)}
+    if len(os.sched_getaffinity(0) if cores else ()) >= 2:  # each worker on its own cores, all used
+        shares = [set(c) for c in cores.values()]
+        assert not shares[0] & shares[1] and shares[0] | shares[1] == os.sched_getaffinity(0)
     _assert_same(res._replace(image=out), ref)
 
 
@@ -359,3 +363,13 @@ def test_memory_prediction_matches_a_measurement():
     peak = json.loads(proc.stdout.strip().splitlines()[-1])["peak"]
     predicted = predict_peak_memory((3200, 3200))
     assert 0.6 * predicted <= peak <= 1.1 * predicted, (peak / 2**30, predicted / 2**30)
+
+
+def test_core_shares_split_the_cpus():
+    """Workers of a local cluster get disjoint, near-equal core shares (round robin beyond one each)."""
+    from lbdvd_jax.cli_scale import core_shares
+
+    assert core_shares([0, 1], 2) == [{0}, {1}]
+    assert core_shares([0, 1, 2, 3, 4], 2) == [{0, 1, 2}, {3, 4}]
+    assert core_shares([4, 6], 3) == [{4}, {6}, {4}]
+    assert core_shares(range(8), 1) == [set(range(8))]
