@@ -44,7 +44,7 @@ def main(argv=None):
             pts = c["points"]
             key = split if wide or name not in windowed else split + "84"
             w = c["config"]["train"].get("window", 84)
-            label = name + (f" ({w}-px windows, fine-tuned from the shipped weights)" if name in windowed else "")
+            label = name + (f" ({w}-px windows, fine-tuned; README says from which)" if name in windowed else "")
             ax.plot([p["cpu_minutes"] for p in pts], [100 * p[key]["accuracy"] for p in pts],
                     marker="o", ms=3, label=label)
         ax.set_xlabel("training CPU-minutes (process time, 2-core AMD EPYC)")

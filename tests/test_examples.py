@@ -60,6 +60,19 @@ def test_ablations_plumbing(tmp_path, monkeypatch, data_dir):
         _run("ablations.py", ["--only", "nope", "--out", str(out)], monkeypatch)
 
 
+def test_photon_budget(tmp_path, monkeypatch, data_dir):
+    """A dim held-out field (3 % of its photons, 2 µm): the shipped estimator keeps the depth."""
+    out = tmp_path / "dim.json"
+    _run("photon_budget.py", ["--scales", "0.03", "--depths", "2", "--fields", str(data_dir / "bbbc006" / "infocus"),
+                              "-o", str(out)], monkeypatch)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["split"], r["photon_budget"], r["z_um"]) for r in rows] == [("test", 0.03, 2.0), ("val", 0.03, 2.0)]
+    # trained down to 0.03x the photon budget: within one level on >= 90 % of the foreground
+    # (the estimator trained down to 0.3x called 24 % and 33 %, mean depth 11-12 µm)
+    assert all(r["fg_patches"] > 20 and r["within_one_level"] >= 0.9 for r in rows)
+    assert all(0.5 < r["mean_z_um"] < 4.0 for r in rows)
+
+
 def test_depth_bias(tmp_path, monkeypatch, data_dir):
     """The staircase measurement: rows per field and split, the bias at the exact depths."""
     out = tmp_path / "bias.json"
