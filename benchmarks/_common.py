@@ -61,3 +61,13 @@ def emit(result):
     result.setdefault("loadavg_1m_after", round(os.getloadavg()[0], 2))
     sys.stdout.flush()
     print(json.dumps(result, sort_keys=True, default=float))
+
+
+def write_result(result, path):
+    """Write the result as indented JSON to `path` (folders made) and print it as the last line."""
+    import pathlib
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))

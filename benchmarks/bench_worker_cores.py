@@ -68,6 +68,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_worker_cores_cpu.json"))
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import write_result
     from bench_scale import _cpu
 
     from lbdvd_jax.cli_scale import core_shares
@@ -80,10 +81,7 @@ def main(argv=None):
     base = result["one_process"]["pair_s_per_mpx"]
     for arm in ("two_processes_all_cores", "two_processes_pinned"):
         result[arm]["over_one_process"] = round(result[arm]["pair_s_per_mpx"] / base, 3)
-    path = pathlib.Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":
