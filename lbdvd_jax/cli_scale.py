@@ -83,8 +83,9 @@ def scheduler_context(args):
                            "distributed.worker.profile.enabled": False}),
           LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
                        silence_logs=40, env=env) as cluster, Client(cluster) as client):
-        shares = core_shares(sorted(os.sched_getaffinity(0)), args.workers) if _CAN_PIN else None
-        if shares is not None and len(shares[0]) < os.cpu_count():
+        cpus = sorted(os.sched_getaffinity(0)) if _CAN_PIN else []
+        shares = core_shares(cpus, args.workers) if cpus else None
+        if shares is not None and len(shares[0]) < len(cpus):  # one worker keeps every core
             client.register_plugin(_pin_plugin(shares))
         yield client
 
