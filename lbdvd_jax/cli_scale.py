@@ -27,6 +27,8 @@ CONNECT_TIMEOUT_S = 5
 #: seconds per megapixel and worker core of a chunked restore at the default settings
 #: (bench_scale.py on the 2-core AMD EPYC: README "Big images and clusters"); a dry run's estimate
 SECONDS_PER_MPX = 2.0
+#: Linux: a local cluster's workers can be pinned to their own cores
+_CAN_PIN = hasattr(os, "sched_setaffinity") and hasattr(os, "sched_getaffinity")
 
 
 def require_extra():
@@ -88,9 +90,6 @@ def scheduler_context(args):
         if shares is not None and len(shares[0]) < len(cpus):  # one worker keeps every core
             client.register_plugin(_pin_plugin(shares))
         yield client
-
-
-_CAN_PIN = hasattr(os, "sched_setaffinity") and hasattr(os, "sched_getaffinity")
 
 
 def core_shares(cpus, n_workers):

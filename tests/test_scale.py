@@ -87,7 +87,7 @@ def test_restore_dask_equals_restore_threads_and_local_cluster(big_image, model)
         cores = client.run(lambda: sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else {}
     # workers: no statistical profiler, one XLA device each, glibc's default malloc trimming
     assert set(settings.values()) == {(False, "--xla_force_host_platform_device_count=1", None)}
-    if len(os.sched_getaffinity(0) if cores else ()) >= 2:  # each worker on its own cores, all used
+    if cores and len(os.sched_getaffinity(0)) >= 2:  # each worker on its own cores, all used
         shares = [set(c) for c in cores.values()]
         assert not shares[0] & shares[1] and shares[0] | shares[1] == os.sched_getaffinity(0)
     _assert_same(res._replace(image=out), ref)
