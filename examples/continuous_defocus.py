@@ -50,12 +50,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--fields", default=os.environ.get("LBDVD_INFOCUS", "../shared/data/real/bbbc006/infocus"))
+    ap.add_argument("--split", choices=("test", "val"), default="test",
+                    help="held-out field: 'test' (reported) or 'val' (for choosing a design)")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore", EstimatorDomainWarning)
     model = load_delpnet(args.model)
     fields, names = load_infocus_fields(args.fields)
-    test = split_fields(names, seed=0)["test"][0]
+    test = split_fields(names, seed=0)[args.split][0]
     field = fields[test]
     ref = jnp.asarray(field)
     h, w = field.shape

@@ -41,6 +41,9 @@ class DefocusMap(NamedTuple):
         z_um: (n,) expected defocus in µm (NaN for bg).
         spread_um: (n,) standard deviation of z (µm).
         certainty: (n,) 1 - H(p_levels) / log 11.
+        own_probs: (n, 12) float32 each patch's own probabilities, before pooling (None: as
+            `probs`). A depth surface is fitted to these: the surface pools the evidence itself,
+            and fitted to pooled probabilities it would count each patch up to nine times.
     """
 
     labels: np.ndarray
@@ -49,6 +52,7 @@ class DefocusMap(NamedTuple):
     z_um: np.ndarray
     spread_um: np.ndarray
     certainty: np.ndarray
+    own_probs: np.ndarray | None = None
 
 
 def _certainty(levels):
@@ -237,7 +241,7 @@ def defocus_map(probs, origins, *, pool: bool = True, stats: ImageStats | None =
     """
     rows = len(np.unique(origins[:, 0]))
     cols = len(origins) // rows
-    probs = np.asarray(probs, np.float32)
+    probs = own_probs = np.asarray(probs, np.float32)
     own = probs.argmax(-1)
     if pool:
         probs = pool_neighbours(probs.reshape(rows, cols, -1)).reshape(len(origins), -1)
@@ -252,7 +256,7 @@ def defocus_map(probs, origins, *, pool: bool = True, stats: ImageStats | None =
         if reasons:
             warnings.warn("defocus estimator: " + "; ".join(reasons), EstimatorDomainWarning,
                           stacklevel=3)
-    return DefocusMap(labels, probs, origins, z, spread.astype(np.float32), cert.astype(np.float32))
+    return DefocusMap(labels, probs, origins, z, spread.astype(np.float32), cert.astype(np.float32), own_probs)
 
 
 def predict_defocus(image, *, model, stride: int = 42, pool: bool = True, batch_size: int = 256,

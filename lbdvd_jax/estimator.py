@@ -40,7 +40,7 @@ from lbdvd_jax.spectral import feature_size, normalise_patch, spectral_features
 from lbdvd_jax.validate import check_patches
 
 __all__ = ["DefocusEstimate", "DefocusEstimator", "EstimatorConfig", "clear_caches", "defocus_from_probs",
-           "estimate_defocus", "estimator_logits", "estimator_probs"]
+           "estimate_defocus", "estimator_logits", "estimator_probs", "most_probable_depth"]
 
 #: (out_channels, kernel, stride) of the pixel branch: maps 42, 21, 11, 6 px for 84 px
 DEFAULT_CONV = ((16, 5, 2), (32, 3, 2), (64, 3, 2), (96, 3, 2))
@@ -181,6 +181,30 @@ def defocus_from_probs(probs):
     spread = xp.sqrt(xp.maximum(xp.sum(p * (z - mean[..., None]) ** 2, axis=-1), 0.0))
     entropy = -xp.sum(p * xp.log(xp.maximum(p, 1e-30)), axis=-1)
     return mean, spread, 1.0 - entropy / np.log(NUM_LEVELS)
+
+
+def most_probable_depth(probs):
+    """The most probable defocus (µm) of (..., 12) probabilities, between and beyond the levels.
+
+    A parabola through log p at the most probable level and its two neighbours (the two
+    innermost levels when it is level 0 or 10) has its vertex at the depth returned: exact for
+    level probabilities shaped like a Gaussian in z, exp(-(2l - z)^2 / 2σ^2), of any σ, and
+    within [-1, 21] µm (the vertex is kept within 1.5 levels of the middle knot; where log p does not peak there,
+    at an end level, that level's depth). Unlike the
+    expected z, a spread does not pull it toward the middle of the range, so a patch at focus
+    is not read as ~1 µm deep only because its probabilities spill onto level 1; values just
+    outside [0, 20] µm are kept, so that a depth surface fitted to them is not biased at the
+    range ends either (clip after fitting).
+    """
+    p = np.asarray(probs, np.float64)[..., :NUM_LEVELS]
+    logp = np.log(np.maximum(p / np.maximum(p.sum(-1, keepdims=True), 1e-300), 1e-12))
+    top = np.argmax(logp, axis=-1)
+    mid = np.clip(top, 1, NUM_LEVELS - 2)[..., None]
+    a, b, c = (np.take_along_axis(logp, mid + d, axis=-1)[..., 0] for d in (-1, 0, 1))
+    curv = a - 2.0 * b + c  # < 0: a peak; >= 0 only at an end level (then that level itself)
+    peak = curv < -1e-9
+    vertex = mid[..., 0] + np.clip(0.5 * (a - c) / np.where(peak, curv, -1.0), -1.5, 1.5)
+    return LEVEL_STEP_UM * np.where(peak, vertex, top)
 
 
 def estimate_defocus(probs) -> DefocusEstimate:

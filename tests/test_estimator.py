@@ -11,7 +11,14 @@ from flax import nnx
 
 from lbdvd_jax.checkpoint import load_delpnet
 from lbdvd_jax.defocus_map import EstimatorDomainWarning, pool_neighbours, predict_defocus
-from lbdvd_jax.estimator import DefocusEstimator, EstimatorConfig, defocus_from_probs, estimate_defocus, estimator_probs
+from lbdvd_jax.estimator import (
+    DefocusEstimator,
+    EstimatorConfig,
+    defocus_from_probs,
+    estimate_defocus,
+    estimator_probs,
+    most_probable_depth,
+)
 from lbdvd_jax.estimator_train import (
     EstimatorTrainConfig,
     mixed_fields,
@@ -177,6 +184,36 @@ def test_defocus_from_probs_expected_z_spread_certainty():
 
 
 # ---------------------------------------------------------------- pooling
+
+def _gaussian_levels(mu, sigma, bg=0.1):
+    """Level probabilities exp(-(2l - mu)^2 / 2 sigma^2), normalised to 1 - bg, plus bg."""
+    z = 2.0 * np.arange(11)
+    p = np.exp(-((z[None, :] - np.asarray(mu)[:, None]) ** 2) / (2.0 * np.asarray(sigma)[:, None] ** 2))
+    return np.concatenate([p / p.sum(-1, keepdims=True) * (1 - bg), np.full((len(p), 1), bg)], -1)
+
+
+def test_most_probable_depth_is_the_centre_of_gaussian_level_probabilities():
+    """log p of a Gaussian in z is a parabola: its vertex is the Gaussian's centre, on and off the
+    levels and just beyond the range ends, for any width; the expected z is pulled inward."""
+    mu = np.array([-0.8, -0.3, 0.0, 0.9, 5.0, 7.3, 12.6, 19.1, 20.0, 20.7])
+    sigma = np.array([1.0, 2.0, 0.8, 1.5, 3.0, 0.7, 2.5, 1.2, 2.0, 1.0])
+    probs = _gaussian_levels(mu, sigma)
+    np.testing.assert_allclose(most_probable_depth(probs), mu, atol=1e-9)
+    np.testing.assert_allclose(most_probable_depth(probs.astype(np.float32)), mu, atol=1e-4)
+    mean = defocus_from_probs(probs)[0]
+    assert mean[1] > 0.5 and mean[8] < 19.5  # σ 2 µm at the ends: E[z] moved inward by > 0.5 µm
+
+
+def test_most_probable_depth_one_hot_ends_and_flat():
+    eye = np.eye(12)[[0, 3, 10]]
+    np.testing.assert_allclose(most_probable_depth(eye), [0.0, 6.0, 20.0])
+    # mass falling away from level 0 faster than a parabola: no peak inside, level 0 itself
+    p = np.array([[0.9, 0.05, 0.04] + [0.001] * 8 + [0.0]])
+    assert most_probable_depth(p)[0] == 0.0
+    # equal neighbours: the middle level; a vertex far outside is kept within 1.5 levels
+    assert most_probable_depth(np.array([[0, 0, 0, 0.25, 0.5, 0.25, 0, 0, 0, 0, 0, 0]]))[0] == 8.0
+    assert -1.0 <= most_probable_depth(np.array([[0.5, 0.49, 0.01] + [0.0] * 9]))[0] <= 2.0
+
 
 def test_pool_neighbours_repairs_an_isolated_misread_and_keeps_bg():
     probs = np.zeros((3, 3, 12), np.float32)

@@ -77,6 +77,35 @@ def test_plan_follows_the_policy_table():
     assert np.isnan(plan.psf_z_um[0])
 
 
+def test_depth_surface_fits_each_patch_own_most_probable_depth():
+    """A tilt 0 -> 20 µm whose patches' own probabilities are Gaussians around the true depth
+    (σ 2 µm): the surface is fitted to their most probable depths (not to the pooled
+    probabilities, here a decoy at 10 µm) and recovers the plane, range ends included, where
+    the expected z of the same probabilities is pulled > 0.5 µm inward at each end."""
+    from lbdvd_jax.defocus_map import DefocusMap
+    from lbdvd_jax.estimator import defocus_from_probs
+    from lbdvd_jax.policy import continuous_depths
+
+    origins = np.array([[r, c] for r in range(0, 211, 42) for c in range(0, 421, 42)], np.int32)
+    shape = (294, 504)
+    true = 20.0 * origins[:, 1] / 420.0  # 0 µm at the first column, 20 µm at the last
+    z = 2.0 * np.arange(11)
+    own = np.exp(-((z[None] - true[:, None]) ** 2) / 8.0)
+    own = np.concatenate([own / own.sum(-1, keepdims=True), np.zeros((len(own), 1))], -1).astype(np.float32)
+    decoy = np.eye(12, dtype=np.float32)[np.full(len(own), 5)]
+    labels = np.full(len(own), 5, np.int32)
+    n = len(own)
+    dmap = DefocusMap(labels, decoy, origins, np.full(n, 10.0, np.float32), np.zeros(n, np.float32),
+                      np.ones(n, np.float32), own)
+    got, surface = continuous_depths(dmap, origins, shape, "auto")
+    np.testing.assert_allclose(got, np.clip(true, 0, 20), atol=0.02)
+    mean = defocus_from_probs(own.astype(np.float64))[0]
+    assert mean[true == 0].min() > 0.5 and mean[np.isclose(true, 20)].max() < 19.5
+    # no own probabilities kept (a map built by hand): the pooled ones are used
+    got, _ = continuous_depths(dmap._replace(own_probs=None), origins, shape, "auto")
+    np.testing.assert_allclose(got, 10.0, atol=1e-6)
+
+
 def test_bad_init_knots():
     with pytest.raises(ValueError, match="knots"):
         fit_policy(PolicySamples(*(np.zeros((1, 1)),) * 4), init=PolicyTable((0.0, 1.0), (0.0, 0.0), (1.0, 1.0)))
