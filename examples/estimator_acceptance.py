@@ -100,7 +100,9 @@ def main(argv=None):
                     "default the shipped estimator")
     ap.add_argument("--data", default=os.environ.get("LBDVD_REAL_DATA", "../shared/data/real"))
     ap.add_argument("--per-level", type=int, default=100)
-    ap.add_argument("--no-pool", action="store_true", help="whole-image rows without pooling")
+    ap.add_argument("--pool", choices=("surface", "neighbours", "none"), default="surface",
+                    help="whole-image rows: the default depth-surface prior, 3x3 pooling only, or none")
+    ap.add_argument("--no-pool", action="store_true", help="= --pool none")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore", EstimatorDomainWarning)
@@ -110,7 +112,7 @@ def main(argv=None):
     split = split_fields(names, seed=0)
     short = [n.split("__")[1] for n in names]
     test, val = split["test"][0], split["val"][0]
-    pool = not args.no_pool
+    pool = False if args.no_pool or args.pool == "none" else args.pool
     t0 = time.perf_counter()
     r = {"model": args.model or "shipped", "pool": pool, "test_field": short[test], "val_field": short[val]}
     r["isolated"] = {short[test]: isolated(model, fields[test], 2, args.per_level),

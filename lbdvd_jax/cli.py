@@ -48,6 +48,13 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+def _add_pool(p):
+    p.add_argument("--pool", choices=("surface", "neighbours", "none"), default="surface",
+                   help="evidence pooled between patches: 3x3 neighbours then a depth-surface prior "
+                        "(default), 3x3 neighbours only (depth not smooth over the field), or none")
+    p.add_argument("--no-pool", action="store_true", help="= --pool none: each patch alone (the paper)")
+
+
 def _add_optics(p, pixel_help="pixel size when the TIFF holds none (default 0.65 µm)"):
     p.add_argument("--optics", metavar="FILE", help="the microscope's optics as JSON (`lbdvd calibrate`); "
                    "--wavelength-um/--na/--n override its fields")
@@ -90,8 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_iterations, default=None,
                    help="RL iterations: one count (paper: 15) or 11 comma-separated counts, one "
                         "per defocus level (default: 1 at levels 0-1, 15 above; --mode di: 15)")
-    p.add_argument("--no-pool", action="store_true",
-                   help="classify each patch alone (the paper) instead of pooling neighbours' evidence")
+    _add_pool(p)
     p.add_argument("--defocus", choices=("levels", "continuous"), default="levels",
                    help="levels: the paper's 11 PSFs; continuous: each patch's own depth from a "
                         "smooth depth surface fitted over the field (--mode dv)")
@@ -122,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the level map TIFF here (uint8, 11 = bg)")
     p.add_argument("--stride", type=int, default=42, help="patch grid step in px, 1..84 (default 42)")
     p.add_argument("--z-output", help="write the expected defocus per pixel (µm, float32 TIFF) here")
-    p.add_argument("--no-pool", action="store_true", help="each patch's own call (no neighbour pooling)")
+    _add_pool(p)
     _add_optics(p)
     p.set_defaults(func=cmd_predict)
 

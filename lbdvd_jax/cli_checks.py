@@ -11,7 +11,7 @@ import numpy as np
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
-__all__ = ["MAX_ITERATIONS", "TIFF_SUFFIXES", "UsageError"]
+__all__ = ["MAX_ITERATIONS", "TIFF_SUFFIXES", "UsageError", "pool_option"]
 
 
 class UsageError(Exception):
@@ -145,3 +145,8 @@ def _iterations(text):
         raise argparse.ArgumentTypeError(f"expected an int >= 0 or 11 comma-separated ints >= 0 "
                                          f"(one per level 0..10), got {text!r}")
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def pool_option(args):
+    """`restore`'s pool argument of --pool / --no-pool."""
+    return False if args.no_pool or args.pool == "none" else args.pool

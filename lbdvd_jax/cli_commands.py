@@ -19,6 +19,7 @@ from lbdvd_jax.cli_checks import (
     _output_paths,
     _planes,
     _read_one_plane,
+    pool_option,
 )
 
 __all__ = ["cmd_bench", "cmd_calibrate", "cmd_demo", "cmd_evaluate", "cmd_predict", "cmd_psf", "cmd_restore",
@@ -135,7 +136,7 @@ def cmd_restore(args) -> int:
         planes = planes[0] if planes.shape[0] == 1 else planes
         result = restore(planes, model=model, optics=optics, mode=args.mode, levels=oracle,
                          stride=args.stride, weights=args.weights, context=args.context,
-                         num_iter=args.iterations, background=background, pool=not args.no_pool,
+                         num_iter=args.iterations, background=background, pool=pool_option(args),
                          defocus=args.defocus,
                          progress=None if args.quiet else on_patches)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +165,7 @@ def cmd_predict(args) -> int:
     zout = pathlib.Path(args.z_output) if args.z_output else None
     if zout is not None:
         _check_outputs([zout], [pathlib.Path(args.input)], args.overwrite)
-    dmap = predict_levels(plane, model=_load_model(args), stride=args.stride, pool=not args.no_pool)
+    dmap = predict_levels(plane, model=_load_model(args), stride=args.stride, pool=pool_option(args))
     labels, origins = dmap.labels, dmap.origins
     rows = len(np.unique(origins[:, 0]))
     levels = np.asarray(labels).reshape(rows, -1)

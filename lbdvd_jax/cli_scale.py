@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from lbdvd_jax.cli_checks import UsageError
+from lbdvd_jax.cli_checks import UsageError, pool_option
 
 __all__ = ["cmd_restore_files_distributed", "cmd_restore_zarr", "require_extra", "scheduler_context",
            "wants_scale_out"]
@@ -231,14 +231,14 @@ def cmd_restore_zarr(args, model_loader, optics) -> int:
             "mode": args.mode, "defocus": args.defocus, "stride": args.stride, "weights": args.weights,
             "context": args.context, "iterations": None if args.iterations is None else list(
                 np.atleast_1d(args.iterations).tolist()), "background": args.background,
-            "pool": not args.no_pool, "model": args.model, "optics": [optics.wavelength_um, optics.na, optics.n],
+            "pool": pool_option(args), "model": args.model, "optics": [optics.wavelength_um, optics.na, optics.n],
             "block": args.block}
     model = model_loader() if args.mode in ("dv", "soft") else None
     t0 = time.perf_counter()
     with scheduler_context(args) as sched:
         res = restore_dask(planes, model=model, optics=optics, mode=args.mode, stride=args.stride,
                            weights=args.weights, context=args.context, num_iter=args.iterations,
-                           background=background, pool=not args.no_pool, defocus=args.defocus,
+                           background=background, pool=pool_option(args), defocus=args.defocus,
                            scheduler=sched, block=args.block)
         image = res.image if res.image.ndim == 3 else res.image[None]
         depth = None if res.depth_map is None else (res.depth_map if res.depth_map.ndim == 3
@@ -312,7 +312,7 @@ def cmd_restore_files_distributed(args, inputs, outputs, optics) -> int:
 
     require_extra()
     options = {"pixel_um": args.pixel_um, "model": args.model, "mode": args.mode, "stride": args.stride,
-               "iterations": args.iterations, "defocus": args.defocus, "pool": not args.no_pool,
+               "iterations": args.iterations, "defocus": args.defocus, "pool": pool_option(args),
                "optics": {"wavelength_um": optics.wavelength_um, "na": optics.na, "n": optics.n}}
     todo = [(i, o) for i, o in zip(inputs, outputs) if args.overwrite or not o.exists()]
     if len(todo) < len(inputs):

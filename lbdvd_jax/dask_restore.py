@@ -169,7 +169,7 @@ def _depth_block(surface, shape, r0, r1, c0, c1):
 def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels=None, z_um=None,
                  stride: int = 42, weights: str = "triangular", context: int | None = None, num_iter=None,
                  chunk_size: int | None = None, psf_size: int = 49, pad_mode: str = "reflect",
-                 background="auto", pool: bool = True, psf_depth_um=None, defocus: str = "levels",
+                 background="auto", pool=True, psf_depth_um=None, defocus: str = "levels",
                  surface_degree="auto", scheduler=None, block: int = MIN_BLOCK,
                  batch_size: int = 256) -> DaskRestoration:
     """`restore` of a dask array, chunk by chunk (module docstring); equal to the in-memory result.

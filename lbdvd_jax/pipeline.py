@@ -29,7 +29,7 @@ import numpy as np
 from lbdvd_jax.blocks import restore_blockwise
 from lbdvd_jax.constants import MODES, NUM_LEVELS
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
-from lbdvd_jax.defocus_map import DefocusMap, predict_defocus
+from lbdvd_jax.defocus_map import DefocusMap, pool_mode, predict_defocus
 from lbdvd_jax.errors import InputError, InputTypeError
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import DEFAULT_CONTEXT, patch_grid
@@ -73,7 +73,7 @@ class Restoration(NamedTuple):
     depth_map: np.ndarray | None = None
 
 
-def predict_levels(image, *, model, stride: int = 42, pool: bool = True,
+def predict_levels(image, *, model, stride: int = 42, pool=True,
                    batch_size: int = 256) -> DefocusMap:
     """The defocus level, expected z and certainty of every patch of the grid.
 
@@ -82,8 +82,9 @@ def predict_levels(image, *, model, stride: int = 42, pool: bool = True,
       model: `load_delpnet()` (the shipped estimator), a paper `DelpNet`, or any callable
         (n, 84, 84) raw patches -> (n, 12) probabilities.
       stride: static grid step in px (keyword-only; 42 triangular, 84 rectangular).
-      pool: pool level evidence between neighbouring patches (`defocus_map.pool_neighbours`);
-        False gives each patch's own call.
+      pool: evidence pooled between patches (`defocus_map`): True / 'surface' (default) 3x3
+        neighbours then a depth-surface prior, 'neighbours' the 3x3 pooling only, False each
+        patch's own call.
       batch_size: patches per classifier call (bounds memory).
 
     Returns:
@@ -231,7 +232,7 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
             stride: int = 42, weights="triangular", context: int | None = None,
             num_iter=None, chunk_size: int | None = None, psf_size: int = 49,
             pad_mode: str = "reflect", shard: bool | None = None, background="auto",
-            progress=None, pool: bool = True, psf_depth_um=None, defocus: str = "levels",
+            progress=None, pool=True, psf_depth_um=None, defocus: str = "levels",
             surface_degree="auto", block: int | None = None) -> Restoration:
     """Learning-based depth-variant deconvolution of a wide-field image (or a stack of them).
 
@@ -279,8 +280,10 @@ def restore(image, *, model=None, optics=Optics(), mode: str = "dv", levels=None
         Sharding replicates the image-sized buffers on every host device, so peak memory
         grows with the device count (`bench_restore.py --devices 1` vs the default reports
         it); pass shard=False when memory, not time, is the limit.
-      pool: 'dv'/'soft': pool level evidence between neighbouring patches (default True;
-        `defocus_map.pool_neighbours`); False classifies each patch alone (the paper).
+      pool: 'dv'/'soft': evidence pooled between patches (`defocus_map`): True / 'surface'
+        (default) 3x3 neighbours then a Gaussian prior around a depth surface fitted over the
+        field; 'neighbours' the 3x3 pooling only (a specimen whose depth is not smooth);
+        False classifies each patch alone (the paper).
       psf_depth_um: depth in µm of the PSF used for each level's patches (11 numbers; 'dv',
         'soft', 'oracle'). None: `DEFAULT_PSF_DEPTH_UM` (the in-focus PSF for level 1, 2 µm x
         level above); `tuple(2.0 * l for l in range(11))` is the paper's.
@@ -328,6 +331,7 @@ def _restore(image, timings, *, model, optics, mode, levels, z_um, stride, weigh
     image = _check(image)
     if psf_depth_um is None:
         psf_depth_um = DEFAULT_PSF_DEPTH_UM if mode != "di" else None
+    pool_mode(pool)  # an unknown pool is refused before any work
     psfs = _check_options(model=model, mode=mode, levels=levels, weights=weights, stride=stride,
                           shape=image.shape[-2:], optics=optics, psf_depth_um=psf_depth_um,
                           psf_size=psf_size, num_iter=num_iter, defocus=defocus, z_um=z_um)
@@ -335,7 +339,7 @@ def _restore(image, timings, *, model, optics, mode, levels, z_um, stride, weigh
                 weights=weights, num_iter=num_iter if np.ndim(num_iter) else int(num_iter),
                 chunk_size=None if chunk_size is None else int(chunk_size), pad_mode=pad_mode,
                 shard=jax.local_device_count() > 1 if shard is None else bool(shard),
-                background=background, progress=progress, pool=bool(pool),
+                background=background, progress=progress, pool=pool,
                 timings=timings, defocus=defocus, surface_degree=surface_degree, optics=optics,
                 psf_depth_um=psf_depth_um, psf_size=psf_size, block=block, policy=policy)
     if mode in ("dv", "soft") and _is_trained_model(model):

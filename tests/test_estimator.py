@@ -231,6 +231,42 @@ def test_pool_neighbours_repairs_an_isolated_misread_and_keeps_bg():
     np.testing.assert_allclose(single[0, 0, :11], probs[1, 1, :11], atol=1e-6)
 
 
+def test_surface_prior_weights_levels_by_a_gaussian_around_the_fitted_surface():
+    """A plane 1 -> 19 µm whose patches' own probabilities are Gaussians around their depth
+    (σ 2 µm), two of them misread and one bg: the surface is the plane, so each output equals
+    p_l exp(-(2l - s)^2 / 2) renormalised to 1 - p_bg with s the true plane (hand-computed);
+    the misreads take the plane's level and the bg patch keeps its bg."""
+    from lbdvd_jax.defocus_map import surface_prior
+
+    origins = np.array([[r, c] for r in range(0, 169, 42) for c in range(0, 337, 42)], np.int32)
+    plane = 1.0 + 18.0 * origins[:, 1] / 336.0
+    own = _gaussian_levels(plane, np.full(len(plane), 2.0), bg=0.05)
+    misread = [10, 30]
+    own[misread, :11] = 0.95 * np.eye(11)[[8, 2]] * 0.6 + 0.95 * 0.4 / 11
+    own[5] = 0.0
+    own[5, 11] = 1.0
+    got = surface_prior(own, own, origins)
+    weight = own[:, :11] * np.exp(-(2.0 * np.arange(11)[None] - plane[:, None]) ** 2 / 2.0)
+    want = weight / weight.sum(-1, keepdims=True) * (1 - own[:, 11:])
+    keep = np.setdiff1d(np.arange(len(own)), misread + [5])
+    np.testing.assert_allclose(got[keep, :11], want[keep], atol=2e-3)
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(got[:, 11], own[:, 11].astype(np.float32))
+    np.testing.assert_array_equal(got[misread, :11].argmax(-1), np.rint(plane[misread] / 2))
+    assert got[5].argmax() == 11
+    # no depth anywhere (all bg): unchanged
+    bg = np.eye(12, dtype=np.float32)[np.full(len(own), 11)]
+    np.testing.assert_array_equal(surface_prior(bg, bg, origins), bg)
+
+
+@pytest.mark.parametrize("pool", ["local", 2, "Surface"])
+def test_unknown_pool_is_refused_with_the_choices(pool):
+    from lbdvd_jax.defocus_map import defocus_map
+
+    with pytest.raises(ValueError, match="pool: got .*'surface', 'neighbours' or False"):
+        defocus_map(np.full((4, 12), 1 / 12, np.float32), np.array([[0, 0], [0, 42], [42, 0], [42, 42]]), pool=pool)
+
+
 # ---------------------------------------------------------------- model, data, weights
 
 def test_estimator_shapes_scale_invariance_and_constant_patches(rng):

@@ -195,6 +195,8 @@ def test_bad_input(rng):
         restore(img[None, None], mode="di")
     with pytest.raises(ValueError, match="weights"):
         restore(img, mode="di", weights="gaussian")
+    with pytest.raises(ValueError, match="pool: got 'local'"):
+        restore(img, mode="di", pool="local")
 
 
 def test_per_level_iteration_table(rng):
