@@ -12,8 +12,10 @@ probable depth (`depth_surface.fit_depth_surface`, certainty-weighted, robust) a
 level probabilities are multiplied by a Gaussian prior around the surface's depth at the patch
 (σ = `SURFACE_PRIOR_UM`, half a level step): a patch follows the field's depth unless its own
 evidence is strong, and a misread patch among correct ones is repaired from further than its 3x3
-neighbours. `pool='neighbours'` stops after the 3x3 pooling (for specimens whose depth is not
-smooth over the field). bg decisions stay each patch's own. `pool=False` gives the
+neighbours. Where the surface does not explain the patches (within one level of the own
+depths of less than half of them, certainty-weighted) the prior is skipped.
+`pool='neighbours'` stops after the 3x3 pooling (for specimens whose depth is not smooth over
+the field). bg decisions stay each patch's own. `pool=False` gives the
 isolated-patch calls (the paper's protocol).
 
 References:
@@ -27,10 +29,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lbdvd_jax.constants import BG_LABEL, NUM_LEVELS, PATCH_SIZE
+from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM, NUM_LEVELS, PATCH_SIZE
 from lbdvd_jax.errors import InputError, InputTypeError
 
-__all__ = ["DefocusMap", "EstimatorDomainWarning", "ImageStats", "POOL_MODES", "SURFACE_PRIOR_UM", "defocus_map",
+__all__ = ["DefocusMap", "EstimatorDomainWarning", "ImageStats", "POOL_MODES", "SURFACE_AGREEMENT", "SURFACE_PRIOR_UM",
+           "defocus_map",
            "domain_report", "image_stats", "judging_window", "patch_probabilities", "pool_mode", "pool_neighbours",
            "predict_defocus", "surface_prior", "window_corners"]
 
@@ -40,6 +43,11 @@ POOL_MODES = ("surface", "neighbours")
 #: validation field a01 (whole-field level calls, uniform / tilted / curved depths; README):
 #: mean 96.2 % against 95.9 % for 0.5 µm, 95.2 % for the residual scale, 90.0 % for 3x3 pooling.
 SURFACE_PRIOR_UM = 1.0
+#: the surface prior applies only where the surface agrees, within one level (2 µm), with the
+#: own depths of at least this certainty-weighted share of the patches: a field the estimator
+#: reads as two depths (e.g. sharp nuclei of another microscope, part read as 0 µm and part as
+#: 20 µm: 21 % agree) keeps the 3x3 pooling, where a smooth field agrees at 79-99 % (README).
+SURFACE_AGREEMENT = 0.5
 
 
 class EstimatorDomainWarning(UserWarning):
@@ -138,7 +146,8 @@ def surface_prior(probs, own_probs, origins, *, sigma_um: float = SURFACE_PRIOR_
     Returns:
         (n, 12) float32: level probabilities p_l exp(-(2l - s)^2 / 2σ^2) renormalised to 1 - p_bg,
         s the surface at the patch centre; bg probabilities unchanged. Unchanged when too few
-        patches carry a depth for any surface.
+        patches carry a depth for any surface, or when the surface is within one level of the
+        own depths of less than `SURFACE_AGREEMENT` of the (certainty-weighted) patches.
     """
     from lbdvd_jax.depth_surface import fit_depth_surface
     from lbdvd_jax.estimator import most_probable_depth
@@ -153,8 +162,11 @@ def surface_prior(probs, own_probs, origins, *, sigma_um: float = SURFACE_PRIOR_
         return probs.astype(np.float32)
     origins = np.asarray(origins)
     shape = tuple(int(v) for v in origins.max(0) + PATCH_SIZE)
-    surface = fit_depth_surface(np.where(fg, most_probable_depth(own), np.nan), weight,
-                                origins + PATCH_SIZE / 2.0, shape)
+    z_own = most_probable_depth(own)
+    surface = fit_depth_surface(np.where(fg, z_own, np.nan), weight, origins + PATCH_SIZE / 2.0, shape)
+    near = np.abs(np.where(fg, z_own, np.inf) - surface.z_patches) <= LEVEL_STEP_UM
+    if np.sum(weight * near) < SURFACE_AGREEMENT * np.sum(weight):
+        return probs.astype(np.float32)
     depth = 2.0 * np.arange(NUM_LEVELS)
     prior = np.exp(-(depth[None] - surface.z_patches[:, None]) ** 2 / (2.0 * sigma_um ** 2))
     levels, bg = probs[:, :NUM_LEVELS] * prior, probs[:, NUM_LEVELS]

@@ -257,6 +257,10 @@ def test_surface_prior_weights_levels_by_a_gaussian_around_the_fitted_surface():
     # no depth anywhere (all bg): unchanged
     bg = np.eye(12, dtype=np.float32)[np.full(len(own), 11)]
     np.testing.assert_array_equal(surface_prior(bg, bg, origins), bg)
+    # a field read as two depths, 0 and 20 µm on alternate patches: no smooth surface is within
+    # one level of most of them, so no prior (each patch keeps its call)
+    split = _gaussian_levels(np.where(np.arange(len(own)) % 2 == 0, 0.0, 20.0), np.full(len(own), 1.5))
+    np.testing.assert_allclose(surface_prior(split, split, origins), split, atol=1e-6)
 
 
 @pytest.mark.parametrize("pool", ["local", 2, "Surface"])
