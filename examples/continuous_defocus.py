@@ -10,24 +10,23 @@ the level below and above. PSNR (dB) against the in-focus field.
 """
 
 import argparse
-import json
 import os
 import sys
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.camera import OFFSET, add_camera_noise
-from lbdvd_jax.checkpoint import load_delpnet
-from lbdvd_jax.defocus_map import EstimatorDomainWarning
-from lbdvd_jax.fields import load_infocus_fields, split_fields
-from lbdvd_jax.optics import Optics
-from lbdvd_jax.pipeline import restore
-from lbdvd_jax.psf import psf_stack
-from lbdvd_jax.quality import psnr
-from lbdvd_jax.synthesis import blur_same_reflect
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import add_model_and_fields, estimator_and_fields, write_result  # noqa: E402
+
+from lbdvd_jax.camera import OFFSET, add_camera_noise  # noqa: E402
+from lbdvd_jax.optics import Optics  # noqa: E402
+from lbdvd_jax.pipeline import restore  # noqa: E402
+from lbdvd_jax.psf import psf_stack  # noqa: E402
+from lbdvd_jax.quality import psnr  # noqa: E402
+from lbdvd_jax.synthesis import blur_same_reflect  # noqa: E402
 
 
 def blur_at(field, depth, seed):
@@ -48,16 +47,13 @@ def blur_at(field, depth, seed):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--fields", default=os.environ.get("LBDVD_INFOCUS", "../shared/data/real/bbbc006/infocus"))
+    add_model_and_fields(ap)
     ap.add_argument("--split", choices=("test", "val"), default="test",
                     help="held-out field: 'test' (reported) or 'val' (for choosing a design)")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args(argv)
-    warnings.simplefilter("ignore", EstimatorDomainWarning)
-    model = load_delpnet(args.model)
-    fields, names = load_infocus_fields(args.fields)
-    test = split_fields(names, seed=0)[args.split][0]
+    model, fields, names, split = estimator_and_fields(args)
+    test = split[args.split][0]
     field = fields[test]
     ref = jnp.asarray(field)
     h, w = field.shape
@@ -91,10 +87,7 @@ def main(argv=None):
         rows[name] = row
         print(name, {k: round(v, 2) for k, v in row.items()}, flush=True)
     result = {"field": names[test], "rows": rows}
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=1)
-    print(json.dumps(result))
+    write_result(result, args.output)
     return 0
 
 

@@ -15,22 +15,19 @@ depths, on- and off-grid apart.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _common import add_model_and_fields, estimator_and_fields, write_result  # noqa: E402
 from continuous_defocus import blur_at  # noqa: E402
 
-from lbdvd_jax.checkpoint import load_delpnet  # noqa: E402
 from lbdvd_jax.constants import BG_LABEL  # noqa: E402
-from lbdvd_jax.defocus_map import EstimatorDomainWarning, predict_defocus  # noqa: E402
-from lbdvd_jax.fields import load_infocus_fields, split_fields  # noqa: E402
+from lbdvd_jax.defocus_map import predict_defocus  # noqa: E402
 
 
 def field_bias(model, field, depths, seed=100):
@@ -52,15 +49,11 @@ def rms(rows, odd):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="estimator weights (.npz); default the shipped one")
-    ap.add_argument("--fields", default=os.environ.get("LBDVD_INFOCUS", "../shared/data/real/bbbc006/infocus"))
+    add_model_and_fields(ap)
     ap.add_argument("--step", type=float, default=1.0, help="depth step (µm)")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args(argv)
-    warnings.simplefilter("ignore", EstimatorDomainWarning)
-    model = load_delpnet(args.model)
-    fields, names = load_infocus_fields(args.fields)
-    split = split_fields(names, seed=0)
+    model, fields, names, split = estimator_and_fields(args)
     depths = np.arange(0.0, 20.0 + 1e-6, args.step)
     t0 = time.perf_counter()
     out = {"model": args.model or "shipped", "depths_um": depths.tolist(), "fields": {}}
@@ -78,10 +71,7 @@ def main(argv=None):
         out[part] = {k: (float(np.sqrt(np.mean([v[k] ** 2 for v in f]))) if f[0][k] is not None else None)
                      for k in ("rms_bias_even_um", "rms_bias_odd_um")}
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    if args.output:
-        with open(args.output, "w") as fh:
-            json.dump(out, fh, indent=1)
-    print(json.dumps({k: out[k] for k in ("model", "train", "val", "test", "seconds")}))
+    write_result(out, args.output, summary={k: out[k] for k in ("model", "train", "val", "test", "seconds")})
 
 
 if __name__ == "__main__":

@@ -19,25 +19,24 @@ import time
 import jax
 import numpy as np
 
-from lbdvd_jax.checkpoint import load_delpnet
-from lbdvd_jax.fields import load_infocus_fields, split_fields
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import add_model_and_fields, estimator_and_fields, write_result  # noqa: E402
+
 from lbdvd_jax.policy import CONTINUOUS_POLICY, LEVEL_POLICY, PolicyTable
 from lbdvd_jax.policy_fit import KNOTS, evaluate_policy, fit_policy, keep_level_rule, policy_samples, policy_summary
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--fields", default=os.environ.get("LBDVD_INFOCUS", "../shared/data/real/bbbc006/infocus"))
+    add_model_and_fields(ap)
     ap.add_argument("--groups", type=int, default=128, help="(field, depth) pairs for the fit (8 windows each)")
     ap.add_argument("--val-groups", type=int, default=48)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    model = load_delpnet(args.model)
-    fields, names = load_infocus_fields(args.fields)
-    split = split_fields(names, seed=0)
+    model, fields, names, split = estimator_and_fields(args, quiet=False)
     train = policy_samples(jax.random.key(1), fields[split["train"]], model=model, num_groups=args.groups)
     val = policy_samples(jax.random.key(2), fields[split["val"]], model=model, num_groups=args.val_groups)
     print(f"samples: {len(train.windows)} train, {len(val.windows)} val "
@@ -66,10 +65,7 @@ def main(argv=None):
               "fitted_policy_level_rule_0_2um": hybrid._asdict(), "shipped_policy": CONTINUOUS_POLICY._asdict(),
               "steps": args.steps, "groups": {"train": args.groups, "val": args.val_groups},
               "fit_seconds": round(fit_s, 1), "history": hist[::5]}
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=1)
-    print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    write_result(result, args.output, summary={k: v for k, v in result.items() if k != "history"})
     return 0
 
 

@@ -14,23 +14,20 @@ pooling).
 """
 
 import argparse
-import json
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _common import add_model_and_fields, estimator_and_fields, write_result  # noqa: E402
 from continuous_defocus import blur_at  # noqa: E402
 
 from lbdvd_jax.camera import OFFSET  # noqa: E402
-from lbdvd_jax.checkpoint import load_delpnet  # noqa: E402
 from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM  # noqa: E402
-from lbdvd_jax.defocus_map import EstimatorDomainWarning, predict_defocus  # noqa: E402
-from lbdvd_jax.fields import load_infocus_fields, split_fields  # noqa: E402
+from lbdvd_jax.defocus_map import predict_defocus  # noqa: E402
 
 SCALES = (1.0, 0.3, 0.1, 0.03)
 DEPTHS_UM = (0.0, 2.0, 6.0)
@@ -38,16 +35,12 @@ DEPTHS_UM = (0.0, 2.0, 6.0)
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--fields", default=os.environ.get("LBDVD_INFOCUS", "../shared/data/real/bbbc006/infocus"))
+    add_model_and_fields(ap)
     ap.add_argument("--scales", type=float, nargs="+", default=SCALES, help="photon budgets (fractions)")
     ap.add_argument("--depths", type=float, nargs="+", default=DEPTHS_UM, help="uniform depths (µm)")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args(argv)
-    warnings.simplefilter("ignore", EstimatorDomainWarning)
-    model = load_delpnet(args.model)
-    fields, names = load_infocus_fields(args.fields)
-    split = split_fields(names, seed=0)
+    model, fields, names, split = estimator_and_fields(args)
     t0 = time.perf_counter()
     rows = []
     for role, idx in (("test", split["test"][0]), ("val", split["val"][0])):
@@ -66,10 +59,7 @@ def main(argv=None):
                 rows.append(row)
                 print(row, flush=True)
     result = {"model": args.model or "shipped", "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=1)
-    print(json.dumps(result))
+    write_result(result, args.output)
     return 0
 
 

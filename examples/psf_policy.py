@@ -9,23 +9,26 @@ often read as level 1), so the policy keeps the depth with the best mean over th
 """
 
 import argparse
-import json
 import os
 import sys
 
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.data import load_infocus_fields, split_fields
-from lbdvd_jax.optics import Optics
-from lbdvd_jax.pipeline import restore
-from lbdvd_jax.quality import psnr
-from lbdvd_jax.synthesis import synthesize_defocus
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import add_model_and_fields, write_result  # noqa: E402
+
+from lbdvd_jax.data import load_infocus_fields, split_fields  # noqa: E402
+from lbdvd_jax.optics import Optics  # noqa: E402
+from lbdvd_jax.pipeline import restore  # noqa: E402
+from lbdvd_jax.quality import psnr  # noqa: E402
+from lbdvd_jax.synthesis import synthesize_defocus  # noqa: E402
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fields", default=os.environ.get("LBDVD_INFOCUS", "../shared/data/real/bbbc006/infocus"))
+    add_model_and_fields(ap, model=False)
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args(argv)
     fields, names = load_infocus_fields(args.fields)
@@ -50,10 +53,7 @@ def main(argv=None):
     for k, v in table.items():
         print(f"{k:10s} level 0 {v['level0_db']:+.2f} dB  level 1 {v['level1_db']:+.2f} dB  mean {v['mean_db']:+.2f}")
     print(f"best: {best}")
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(result, f, indent=1)
-    print(json.dumps(result))
+    write_result(result, args.output)
     return 0
 
 
