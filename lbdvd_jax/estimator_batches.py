@@ -77,6 +77,36 @@ def mixed_fields(key, fields, *, offset=OFFSET):
     return fields + jnp.maximum(other - offset, 0.0)
 
 
+def zoomed_fields(key, fields, zoom_range, *, offset=OFFSET):
+    """(F, H, W) fields magnified s x about their centres, s log-uniform in `zoom_range` per field.
+
+    The signal above `offset` is resampled bilinearly (mirrored at the borders). Interpolating
+    between pixels averages their camera noise: a pixel that mixes its neighbours with weights
+    (1 - t, t) along each axis keeps the fraction ((1 - t)^2 + t^2) of the noise variance per
+    axis, and the rest is drawn afresh (`add_camera_noise(present=...)`), so the zoomed field
+    carries the camera's noise level again. Jittable.
+    """
+    from jax.scipy.ndimage import map_coordinates
+
+    n, h, w = fields.shape
+    k_s, k_n = jax.random.split(key)
+    lo, hi = np.log(zoom_range[0]), np.log(zoom_range[1])
+    s = jnp.exp(jax.random.uniform(k_s, (n,), minval=lo, maxval=hi))
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    rows, cols = jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32)
+
+    def one(field, scale):
+        y, x = cy + (rows - cy) / scale, cx + (cols - cx) / scale
+        yy, xx = jnp.meshgrid(y, x, indexing="ij")
+        signal = map_coordinates(field - offset, [yy, xx], order=1, mode="mirror")
+        ty, tx = y - jnp.floor(y), x - jnp.floor(x)
+        kept = ((1 - ty) ** 2 + ty ** 2)[:, None] * ((1 - tx) ** 2 + tx ** 2)[None, :]
+        return signal + offset, kept
+
+    zoomed, kept = jax.vmap(one)(fields, s)
+    return add_camera_noise(k_n, zoomed, present=kept)
+
+
 def training_batch(key, fields, psfs, *, config):
     """(counts (B, w, w) float32 at a random gain, labels (B,) int32 0..11), w = config.window.
 
@@ -111,6 +141,8 @@ def training_batch_targets(key, fields, psfs, *, config):
             pick = pick & (levels >= 1) & (levels < NUM_LEVELS)
         levels = jnp.where(pick, cont, levels)
     w = config.window
+    if config.object_zoom_range is not None:  # objects of other sizes, at every level
+        fields = zoomed_fields(jax.random.fold_in(key, 17), fields, config.object_zoom_range)
     if config.mix_sources:  # half of the windows from mixed fields (uniform over the stack)
         fields = jnp.concatenate([fields, mixed_fields(jax.random.fold_in(key, 11), fields)])
     x, y = synth_batch(k_syn, fields, psfs, batch_size=b, levels=levels, patch=w,

@@ -87,6 +87,11 @@ class EstimatorTrainConfig:
             one, flipped, above the camera offset (`mixed_fields`). Fluorescence adds, so the sum
             of two specimens is a specimen (denser, brighter, new object arrangements) whose
             camera noise stays Poisson at the right level: more object variety from few fields.
+        object_zoom_range: None, or (lo, hi): each training field magnified s x about its
+            centre before the blur, s log-uniform in [lo, hi] per field and step (bilinear, mirrored
+            at the borders), and camera noise added back where interpolation averaged it away, so
+            that objects of other sizes (cell lines, magnifications) are seen at every level: a
+            field's objects 1.25x larger were read about 0.2-0.7 µm deeper by stage 4.
         seed: initialisation and data.
     """
 
@@ -109,6 +114,7 @@ class EstimatorTrainConfig:
     continuous_fraction: float = 0.0
     continuous_draw: str = "uniform"
     mix_sources: bool = False
+    object_zoom_range: tuple[float, float] | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -118,6 +124,8 @@ class EstimatorTrainConfig:
             raise InputError(f"continuous_fraction: got {self.continuous_fraction!r}, expected a share in [0, 1]")
         if self.continuous_draw not in ("uniform", "jitter"):
             raise InputError(f"continuous_draw: got {self.continuous_draw!r}, expected 'uniform' or 'jitter'")
+        if self.object_zoom_range is not None and not 0 < self.object_zoom_range[0] <= self.object_zoom_range[1]:
+            raise InputError(f"object_zoom_range: got {self.object_zoom_range!r}, expected (lo, hi), 0 < lo <= hi")
         if not 0.0 <= self.patch_fraction <= 1.0:
             raise InputError(f"patch_fraction: got {self.patch_fraction!r}, expected a share in [0, 1]")
 

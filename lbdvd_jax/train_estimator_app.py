@@ -85,6 +85,9 @@ def main(argv=None):
     ap.add_argument("--scale-range", type=float, nargs=2, default=(0.3, 3.0), metavar=("LO", "HI"),
                     help="photon budget (signal above the offset) relative to the training fields, "
                          "log-uniform; e.g. 0.03 3 to cover dim, low-SNR images")
+    ap.add_argument("--object-zoom", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="magnify each training field s x (log-uniform in LO..HI, e.g. 0.8 1.25) before "
+                         "the blur: objects of other sizes at every level")
     ap.add_argument("--init", default=None,
                     help="estimator weights (.npz) to fine-tune from (same architecture)")
     ap.add_argument("--eval-every", type=int, default=250)
@@ -93,6 +96,9 @@ def main(argv=None):
     if not 0 < args.scale_range[0] < args.scale_range[1]:
         ap.error(f"--scale-range: got {args.scale_range[0]:g} {args.scale_range[1]:g}, expected 0 < LO < HI "
                  "(e.g. 0.03 3)")
+    if args.object_zoom is not None and not 0 < args.object_zoom[0] <= args.object_zoom[1]:
+        ap.error(f"--object-zoom: got {args.object_zoom[0]:g} {args.object_zoom[1]:g}, expected 0 < LO <= HI "
+                 "(e.g. 0.8 1.25)")
     if args.export:
         src = os.path.join(args.out, "best.npz")
         if not os.path.isfile(src):
@@ -121,7 +127,8 @@ def main(argv=None):
                               rps_weight=args.rps_weight, zoom_fraction=args.zoom_fraction,
                               window=args.window, patch_fraction=args.patch_fraction,
                               mix_sources=args.mix_sources, continuous_fraction=args.continuous_fraction,
-                              continuous_draw=args.continuous_draw, scale_range=tuple(args.scale_range))
+                              continuous_draw=args.continuous_draw, scale_range=tuple(args.scale_range),
+                              object_zoom_range=None if args.object_zoom is None else tuple(args.object_zoom))
     hist = fit_estimator(mc, tc, fields[tr], out_dir=args.out, eval_sets=sets,
                          eval_every=args.eval_every, max_steps=args.max_steps, init=init,
                          max_seconds=None if args.minutes is None else 60 * args.minutes)

@@ -45,6 +45,8 @@ def test_train_forwards_to_the_training_applications(capsys):
     # a bad option is one line and exit 2, checked before any field is read
     assert main(["train", "--out", "x", "--fields", "nowhere", "--scale-range", "3", "0.1"]) == 2
     assert "--scale-range: got 3 0.1, expected 0 < LO < HI" in capsys.readouterr().err
+    assert main(["train", "--out", "x", "--fields", "nowhere", "--object-zoom", "1.25", "0.8"]) == 2
+    assert "--object-zoom: got 1.25 0.8, expected 0 < LO <= HI" in capsys.readouterr().err
 
 
 def test_module_entry_point():

@@ -322,6 +322,29 @@ def test_training_batch_labels_gain_and_rounding(real_fields):
     assert x.max() <= 65535 / 16 + 1                    # 16-bit counts / 16
 
 
+def test_zoomed_fields_magnify_about_the_centre_and_keep_the_camera_noise():
+    """A flat noisy field keeps its mean and its camera-noise variance (gain x signal + read²)
+    at 1.3x and 0.77x (interpolation's averaging drawn back); a noise-free ramp in x is
+    magnified about the centre as the NumPy formula says (row means, interior)."""
+    from lbdvd_jax.camera import GAIN, OFFSET, READ_NOISE, add_camera_noise
+    from lbdvd_jax.estimator_batches import zoomed_fields
+
+    h, w = 260, 348
+    noisy = add_camera_noise(jax.random.key(0), jnp.full((4, h, w), OFFSET + 500.0))
+    want = GAIN * 500.0 + READ_NOISE ** 2
+    for s in (1.3, 0.77):
+        z = np.asarray(jax.jit(lambda k, f, s=s: zoomed_fields(k, f, (s, s)))(jax.random.key(1), noisy))
+        assert abs(z.mean() - OFFSET - 500.0) < 0.5
+        assert abs(z.var() / want - 1.0) < 0.03
+    x = np.arange(w, dtype=np.float64)
+    ramp = jnp.asarray(np.broadcast_to(OFFSET + 100.0 + 0.5 * x, (1, h, w)), jnp.float32)
+    got = np.asarray(zoomed_fields(jax.random.key(2), ramp, (1.25, 1.25)))[0].mean(0) - OFFSET
+    cx = (w - 1) / 2.0
+    np.testing.assert_allclose(got[60:-60], 100.0 + 0.5 * (cx + (x[60:-60] - cx) / 1.25), atol=2.0)
+    with pytest.raises(ValueError, match="object_zoom_range"):
+        EstimatorTrainConfig(object_zoom_range=(1.25, 0.8))
+
+
 def test_mixed_fields_sum_two_specimens_and_keep_the_camera_noise_model(rng):
     # three flat fields of one camera (offset 100, gain 0.33 counts/e-), different photon levels
     offset, gain = 100.0, 0.33
