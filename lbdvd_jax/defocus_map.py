@@ -33,9 +33,8 @@ from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM, NUM_LEVELS, PATCH_SIZE
 from lbdvd_jax.errors import InputError, InputTypeError
 
 __all__ = ["DefocusMap", "EstimatorDomainWarning", "ImageStats", "POOL_MODES", "SURFACE_AGREEMENT", "SURFACE_PRIOR_UM",
-           "defocus_map",
-           "domain_report", "image_stats", "judging_window", "patch_probabilities", "pool_mode", "pool_neighbours",
-           "predict_defocus", "surface_prior", "window_corners"]
+           "defocus_map", "domain_report", "image_stats", "judging_window", "patch_probabilities", "pool_mode",
+           "pool_neighbours", "predict_defocus", "surface_prior", "window_corners"]
 
 #: the ways of pooling evidence between patches (`pool=True` is 'surface'; False: none)
 POOL_MODES = ("surface", "neighbours")
