@@ -208,7 +208,7 @@ def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels
         psf_depth_um = DEFAULT_PSF_DEPTH_UM
     psfs = _check_options(model=model, mode=mode, levels=levels, weights=weights, stride=stride,
                           shape=(h, w), optics=optics, psf_depth_um=psf_depth_um, psf_size=psf_size,
-                          num_iter=num_iter, defocus=defocus, z_um=z_um)
+                          num_iter=num_iter, defocus=defocus, z_um=z_um, pool=pool)
     origins = patch_grid((h, w), patch=PATCH_SIZE, stride=stride)
     rblocks = block_slices(h, merge_chunks(planes.chunks[1], block))
     cblocks = block_slices(w, merge_chunks(planes.chunks[2], block))

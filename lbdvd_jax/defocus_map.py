@@ -33,8 +33,8 @@ from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM, NUM_LEVELS, PATCH_SIZE
 from lbdvd_jax.errors import InputError, InputTypeError
 
 __all__ = ["DefocusMap", "EstimatorDomainWarning", "ImageStats", "POOL_MODES", "SURFACE_AGREEMENT", "SURFACE_PRIOR_UM",
-           "defocus_map", "domain_report", "image_stats", "judging_window", "patch_probabilities", "pool_mode",
-           "pool_neighbours", "predict_defocus", "surface_prior", "window_corners"]
+           "defocus_map", "domain_report", "image_stats", "judging_window", "own_depth_surface", "patch_probabilities",
+           "pool_mode", "pool_neighbours", "predict_defocus", "surface_prior", "window_corners"]
 
 #: the ways of pooling evidence between patches (`pool=True` is 'surface'; False: none)
 POOL_MODES = ("surface", "neighbours")
@@ -131,14 +131,39 @@ def pool_mode(pool):
     raise InputError(f"pool: got {pool!r}, expected True (= 'surface'), 'surface', 'neighbours' or False")
 
 
+def own_depth_surface(own_probs, fg, origins, shape, *, degree="auto"):
+    """The depth surface fitted to the foreground patches' own most probable depths
+    (`estimator.most_probable_depth`, unclipped), each weighted by its own certainty.
+
+    Args:
+        own_probs: (n, 12) each patch's own (unpooled) probabilities; fg: (n,) bool foreground.
+        origins: (n, 2) the patch grid; shape: (H, W) of the image (for the per-pixel map).
+        degree: as `depth_surface.fit_depth_surface` (keyword-only).
+
+    Returns:
+        (z_own (n,) µm, weight (n,), `DepthSurface`).
+
+    Raises:
+        ValueError: too few weighted patches for the degree (`fit_depth_surface`).
+    """
+    from lbdvd_jax.depth_surface import fit_depth_surface
+    from lbdvd_jax.estimator import most_probable_depth
+
+    own = np.asarray(own_probs, np.float64)
+    z_own = most_probable_depth(own)
+    weight = _certainty(own[:, :NUM_LEVELS]) * fg
+    surface = fit_depth_surface(np.where(fg, z_own, np.nan), weight, np.asarray(origins) + PATCH_SIZE / 2.0,
+                                shape, degree=degree)
+    return z_own, weight, surface
+
+
 def surface_prior(probs, own_probs, origins, *, sigma_um: float = SURFACE_PRIOR_UM):
     """Level probabilities times a Gaussian prior around a depth surface fitted over the field.
 
     Args:
         probs: (n, 12) probabilities to weight (e.g. after `pool_neighbours`).
-        own_probs: (n, 12) each patch's own probabilities: the surface is fitted to their most
-            probable depths (`estimator.most_probable_depth`), weighted by their certainty, over
-            the patches whose own call is not bg.
+        own_probs: (n, 12) each patch's own probabilities: the surface is fitted to them
+            (`own_depth_surface`) over the patches whose own call is not bg.
         origins: (n, 2) the patch grid.
         sigma_um: width of the prior (keyword-only), > 0.
 
@@ -148,31 +173,25 @@ def surface_prior(probs, own_probs, origins, *, sigma_um: float = SURFACE_PRIOR_
         patches carry a depth for any surface, or when the surface is within one level of the
         own depths of less than `SURFACE_AGREEMENT` of the (certainty-weighted) patches.
     """
-    from lbdvd_jax.depth_surface import fit_depth_surface
-    from lbdvd_jax.estimator import most_probable_depth
-
     if not sigma_um > 0:
         raise InputError(f"sigma_um: got {sigma_um!r}, expected > 0")
     probs = np.asarray(probs, np.float64)
-    own = np.asarray(own_probs, np.float64)
-    fg = own.argmax(-1) != BG_LABEL
-    weight = _certainty(own[:, :NUM_LEVELS]) * fg
-    if np.count_nonzero(weight > 0) < 2:
-        return probs.astype(np.float32)
     origins = np.asarray(origins)
     shape = tuple(int(v) for v in origins.max(0) + PATCH_SIZE)
-    z_own = most_probable_depth(own)
-    surface = fit_depth_surface(np.where(fg, z_own, np.nan), weight, origins + PATCH_SIZE / 2.0, shape)
-    near = np.abs(np.where(fg, z_own, np.inf) - surface.z_patches) <= LEVEL_STEP_UM
+    try:
+        z_own, weight, surface = own_depth_surface(own_probs, np.argmax(own_probs, -1) != BG_LABEL, origins, shape)
+    except InputError:  # too few patches carry a depth for any surface
+        return probs.astype(np.float32)
+    near = np.abs(z_own - surface.z_patches) <= LEVEL_STEP_UM  # weight is 0 off the foreground
     if np.sum(weight * near) < SURFACE_AGREEMENT * np.sum(weight):
         return probs.astype(np.float32)
-    depth = 2.0 * np.arange(NUM_LEVELS)
-    prior = np.exp(-(depth[None] - surface.z_patches[:, None]) ** 2 / (2.0 * sigma_um ** 2))
-    levels, bg = probs[:, :NUM_LEVELS] * prior, probs[:, NUM_LEVELS]
-    total = levels.sum(-1, keepdims=True)
-    levels = np.where(total > 0, levels / np.where(total > 0, total, 1.0), probs[:, :NUM_LEVELS]
-                      / np.maximum(probs[:, :NUM_LEVELS].sum(-1, keepdims=True), 1e-300))
-    return np.concatenate([levels * (1.0 - bg)[:, None], bg[:, None]], -1).astype(np.float32)
+    depth = LEVEL_STEP_UM * np.arange(NUM_LEVELS)
+    log_w = (np.log(np.maximum(probs[:, :NUM_LEVELS], 1e-300))
+             - (depth[None] - surface.z_patches[:, None]) ** 2 / (2.0 * sigma_um ** 2))
+    w = np.exp(log_w - log_w.max(-1, keepdims=True))  # in logs: no underflow far from the surface
+    bg = probs[:, NUM_LEVELS]
+    levels = w / w.sum(-1, keepdims=True) * (1.0 - bg)[:, None]
+    return np.concatenate([levels, bg[:, None]], -1).astype(np.float32)
 
 
 class ImageStats(NamedTuple):

@@ -189,12 +189,12 @@ def most_probable_depth(probs):
     A parabola through log p at the most probable level and its two neighbours (the two
     innermost levels when it is level 0 or 10) has its vertex at the depth returned: exact for
     level probabilities shaped like a Gaussian in z, exp(-(2l - z)^2 / 2σ^2), of any σ, and
-    within [-1, 21] µm (the vertex is kept within 1.5 levels of the middle knot; where log p does not peak there,
-    at an end level, that level's depth). Unlike the
-    expected z, a spread does not pull it toward the middle of the range, so a patch at focus
-    is not read as ~1 µm deep only because its probabilities spill onto level 1; values just
-    outside [0, 20] µm are kept, so that a depth surface fitted to them is not biased at the
-    range ends either (clip after fitting).
+    within [-1, 21] µm (the vertex is kept within 1.5 levels of the middle knot; where log p
+    does not peak there, at an end level, that level's depth). Unlike the expected z, a spread
+    does not pull it toward the middle of the range, so a patch at focus is not read as ~1 µm
+    deep only because its probabilities spill onto level 1; values just outside [0, 20] µm are
+    kept, so that a depth surface fitted to them is not biased at the range ends either (clip
+    after fitting).
     """
     p = np.asarray(probs, np.float64)[..., :NUM_LEVELS]
     logp = np.log(np.maximum(p / np.maximum(p.sum(-1, keepdims=True), 1e-300), 1e-12))

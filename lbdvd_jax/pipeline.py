@@ -143,7 +143,7 @@ def _is_trained_model(model):
 
 
 def _check_options(*, model, mode, levels, weights, stride, shape, optics, psf_depth_um, psf_size,
-                   num_iter, defocus, z_um=None):
+                   num_iter, defocus, z_um=None, pool=True):
     """Validate `restore`'s options (shared with `restore_dask`); returns the level PSF table."""
     if mode not in MODES:
         raise InputError(f"mode: got {mode!r}, expected one of {MODES}")
@@ -163,6 +163,7 @@ def _check_options(*, model, mode, levels, weights, stride, shape, optics, psf_d
         raise InputError(f"defocus: got {defocus!r}, expected 'levels' or 'continuous'")
     if defocus == "continuous" and mode != "dv":
         raise InputError(f"defocus: 'continuous' works with mode='dv', got mode={mode!r}")
+    pool_mode(pool)  # an unknown pool is refused before any work
     patch_grid(tuple(shape), patch=PATCH, stride=stride)  # image size and stride
     if psf_depth_um is not None:
         depth = np.asarray(psf_depth_um, np.float64)
@@ -331,10 +332,9 @@ def _restore(image, timings, *, model, optics, mode, levels, z_um, stride, weigh
     image = _check(image)
     if psf_depth_um is None:
         psf_depth_um = DEFAULT_PSF_DEPTH_UM if mode != "di" else None
-    pool_mode(pool)  # an unknown pool is refused before any work
     psfs = _check_options(model=model, mode=mode, levels=levels, weights=weights, stride=stride,
                           shape=image.shape[-2:], optics=optics, psf_depth_um=psf_depth_um,
-                          psf_size=psf_size, num_iter=num_iter, defocus=defocus, z_um=z_um)
+                          psf_size=psf_size, num_iter=num_iter, defocus=defocus, z_um=z_um, pool=pool)
     opts = dict(model=model, psfs=psfs, mode=mode, stride=int(stride), context=context,
                 weights=weights, num_iter=num_iter if np.ndim(num_iter) else int(num_iter),
                 chunk_size=None if chunk_size is None else int(chunk_size), pad_mode=pad_mode,

@@ -12,7 +12,6 @@ from typing import NamedTuple
 import numpy as np
 
 from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM, NUM_LEVELS, PATCH_SIZE
-from lbdvd_jax.depth_surface import fit_depth_surface
 
 __all__ = ["CONTINUOUS_POLICY", "DEFAULT_ITERATIONS", "DEFAULT_PSF_DEPTH_UM", "LEVEL_POLICY",
            "PolicyTable", "choose_policy", "continuous_depths", "policy_psf_depth"]
@@ -100,7 +99,8 @@ def continuous_depths(dmap, origins, shape, surface_degree):
     any spread (a field at focus read ~1 µm deep) and pooling before the fit counted each patch
     up to nine times.
     """
-    from lbdvd_jax.estimator import defocus_from_probs, most_probable_depth
+    from lbdvd_jax.defocus_map import own_depth_surface
+    from lbdvd_jax.estimator import most_probable_depth
 
     fg = dmap.labels != BG_LABEL
     z = np.where(fg, most_probable_depth(dmap.probs), np.nan)
@@ -110,10 +110,7 @@ def continuous_depths(dmap, origins, shape, surface_degree):
     else:
         needed = 2 if surface_degree == "auto" else (surface_degree + 1) * (surface_degree + 2)
     if fg.sum() >= needed:
-        own = dmap.probs if dmap.own_probs is None else np.asarray(dmap.own_probs, np.float64)
-        z_own = np.where(fg, most_probable_depth(own), np.nan)
-        centres = origins + PATCH / 2.0
-        certainty = defocus_from_probs(own)[2]
-        surface = fit_depth_surface(z_own, certainty * fg, centres, shape, degree=surface_degree)
+        own = dmap.probs if dmap.own_probs is None else dmap.own_probs
+        surface = own_depth_surface(own, fg, origins, shape, degree=surface_degree)[2]
         z = np.where(fg, surface.z_patches, np.nan)
     return np.clip(z, 0.0, LEVEL_STEP_UM * (NUM_LEVELS - 1)), surface
