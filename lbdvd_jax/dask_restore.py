@@ -190,7 +190,7 @@ def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels
     import dask
     import dask.array as da
 
-    from lbdvd_jax.pipeline import _check_options
+    from lbdvd_jax.restore_checks import check_options
 
     arr = da.asarray(array)
     if arr.ndim not in (2, 3):
@@ -206,7 +206,7 @@ def restore_dask(array, *, model=None, optics=Optics(), mode: str = "dv", levels
         num_iter = 15 if mode == "di" else DEFAULT_ITERATIONS
     if psf_depth_um is None and mode != "di":
         psf_depth_um = DEFAULT_PSF_DEPTH_UM
-    psfs = _check_options(model=model, mode=mode, levels=levels, weights=weights, stride=stride,
+    psfs = check_options(model=model, mode=mode, levels=levels, weights=weights, stride=stride,
                           shape=(h, w), optics=optics, psf_depth_um=psf_depth_um, psf_size=psf_size,
                           num_iter=num_iter, defocus=defocus, z_um=z_um, pool=pool)
     origins = patch_grid((h, w), patch=PATCH_SIZE, stride=stride)

@@ -27,16 +27,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from lbdvd_jax.blocks import restore_blockwise
-from lbdvd_jax.constants import MODES, NUM_LEVELS
+from lbdvd_jax.constants import MODES
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
-from lbdvd_jax.defocus_map import DefocusMap, pool_mode, predict_defocus
-from lbdvd_jax.errors import InputError, InputTypeError
+from lbdvd_jax.defocus_map import DefocusMap, predict_defocus
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.patches import DEFAULT_CONTEXT, patch_grid
 from lbdvd_jax.policy import DEFAULT_ITERATIONS, DEFAULT_PSF_DEPTH_UM, choose_policy
-from lbdvd_jax.psf import psf_stack
+from lbdvd_jax.restore_checks import check_image, check_options, is_trained_model
 from lbdvd_jax.restore_plan import grid_shape, image_background, patch_kernels, plan_restoration
-from lbdvd_jax.streaming import deconvolve_streaming, iteration_counts
+from lbdvd_jax.streaming import deconvolve_streaming
 
 BLOCKWISE_PIXELS = 3072 * 3072  #: larger images are deconvolved block by block (bounded memory)
 BLOCK = 2048  #: block side (px) of the blockwise path
@@ -118,63 +118,6 @@ def _deconvolve_core(image, kernels, active, background, iters=None, token=0, *,
                                 num_iter=num_iter, chunk_size=chunk_size, pad_mode=pad_mode,
                                 shard=shard, report=_report_progress if report else None,
                                 report_args=(jnp.asarray(token, jnp.int32),))
-
-
-def _check(image):
-    image = jnp.asarray(image, copy=False)  # a float32 NumPy image is used in place (read only)
-    if not jnp.issubdtype(image.dtype, jnp.floating):
-        image = image.astype(jnp.float32)
-    if image.ndim not in (2, 3):
-        raise InputError(f"image: expected (H, W) or a stack (B, H, W) of one shape, got shape "
-                         f"{image.shape}; restore each plane of other arrays separately")
-    if not bool(jnp.all(jnp.isfinite(image))):
-        raise InputError("image: holds NaN or Inf; replace them (np.nan_to_num) first")
-    if float(jnp.min(image)) < 0:
-        raise InputError(f"image: has negative values (min {float(jnp.min(image))}); RL needs "
-                         "non-negative counts: clip at 0 or subtract less background")
-    return image
-
-
-def _is_trained_model(model):
-    from lbdvd_jax.estimator import DefocusEstimator
-    from lbdvd_jax.model import DelpNet
-
-    return isinstance(model, (DefocusEstimator, DelpNet))
-
-
-def _check_options(*, model, mode, levels, weights, stride, shape, optics, psf_depth_um, psf_size,
-                   num_iter, defocus, z_um=None, pool=True):
-    """Validate `restore`'s options (shared with `restore_dask`); returns the level PSF table."""
-    if mode not in MODES:
-        raise InputError(f"mode: got {mode!r}, expected one of {MODES}")
-    if mode in ("dv", "soft") and model is None:
-        raise InputError(f"model: mode {mode!r} needs a defocus estimator; pass model=load_delpnet()")
-    if mode == "oracle" and (levels is None) == (z_um is None):
-        raise InputError("levels, z_um: mode 'oracle' needs one of a level map (levels=(rows, cols) labels "
-                         "or an (H, W) per-pixel map) or a depth map in µm (z_um=), not both")
-    if mode != "oracle" and z_um is not None:
-        raise InputError(f"z_um: a depth map is for mode='oracle', got mode={mode!r}")
-    if not isinstance(weights, str):
-        raise InputTypeError("weights: pass 'triangular' or 'rectangular' (array weights are "
-                        "supported by patches.montage, not by restore)")
-    if weights not in ("triangular", "rectangular"):
-        raise InputError(f"weights: got {weights!r}, expected 'triangular' or 'rectangular'")
-    if defocus not in ("levels", "continuous"):
-        raise InputError(f"defocus: got {defocus!r}, expected 'levels' or 'continuous'")
-    if defocus == "continuous" and mode != "dv":
-        raise InputError(f"defocus: 'continuous' works with mode='dv', got mode={mode!r}")
-    pool_mode(pool)  # an unknown pool is refused before any work
-    patch_grid(tuple(shape), patch=PATCH, stride=stride)  # image size and stride
-    if psf_depth_um is not None:
-        depth = np.asarray(psf_depth_um, np.float64)
-        if depth.shape != (NUM_LEVELS,) or not np.all(np.isfinite(depth)) or depth.min() < 0:
-            raise InputError(f"psf_depth_um: got {psf_depth_um!r}, expected {NUM_LEVELS} finite depths "
-                             ">= 0 in µm, one per level (e.g. DEFAULT_PSF_DEPTH_UM)")
-        psfs = psf_stack(optics, jnp.asarray(depth, dtype=float), size=psf_size)
-    else:
-        psfs = psf_stack(optics, size=psf_size)
-    iteration_counts(num_iter, jnp.zeros((1,), jnp.int32), psfs.shape[0])  # validate early
-    return psfs
 
 
 def _restore_one(image, *, model, psfs, mode, levels, stride, weights, context, num_iter,
@@ -329,10 +272,10 @@ def _restore(image, timings, *, model, optics, mode, levels, z_um, stride, weigh
     policy = choose_policy(mode, defocus, num_iter, psf_depth_um, z_um)
     if num_iter is None:
         num_iter = 15 if mode == "di" else DEFAULT_ITERATIONS
-    image = _check(image)
+    image = check_image(image)
     if psf_depth_um is None:
         psf_depth_um = DEFAULT_PSF_DEPTH_UM if mode != "di" else None
-    psfs = _check_options(model=model, mode=mode, levels=levels, weights=weights, stride=stride,
+    psfs = check_options(model=model, mode=mode, levels=levels, weights=weights, stride=stride,
                           shape=image.shape[-2:], optics=optics, psf_depth_um=psf_depth_um,
                           psf_size=psf_size, num_iter=num_iter, defocus=defocus, z_um=z_um, pool=pool)
     opts = dict(model=model, psfs=psfs, mode=mode, stride=int(stride), context=context,
@@ -342,7 +285,7 @@ def _restore(image, timings, *, model, optics, mode, levels, z_um, stride, weigh
                 background=background, progress=progress, pool=pool,
                 timings=timings, defocus=defocus, surface_degree=surface_degree, optics=optics,
                 psf_depth_um=psf_depth_um, psf_size=psf_size, block=block, policy=policy)
-    if mode in ("dv", "soft") and _is_trained_model(model):
+    if mode in ("dv", "soft") and is_trained_model(model):
         from lbdvd_jax.optics_file import optics_mismatch
 
         differ = optics_mismatch(optics)
