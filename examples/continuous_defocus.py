@@ -13,36 +13,15 @@ import argparse
 import os
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import add_model_and_fields, estimator_and_fields, write_result  # noqa: E402
+from _common import add_model_and_fields, blur_at, estimator_and_fields, write_result  # noqa: E402
 
-from lbdvd_jax.camera import OFFSET, add_camera_noise  # noqa: E402
-from lbdvd_jax.optics import Optics  # noqa: E402
 from lbdvd_jax.pipeline import restore  # noqa: E402
-from lbdvd_jax.psf import psf_stack  # noqa: E402
 from lbdvd_jax.quality import psnr  # noqa: E402
-from lbdvd_jax.synthesis import blur_same_reflect  # noqa: E402
-
-
-def blur_at(field, depth, seed):
-    """Per-pixel depth map -> blurred + noisy image; depths interpolated on a fine 0.25 µm grid."""
-    zs = np.arange(0.0, 20.25, 0.25)
-    psfs = psf_stack(Optics(), jnp.asarray(zs), size=49)
-    signal = jnp.asarray(field - OFFSET, jnp.float32)
-    idx = np.clip(depth / 0.25, 0, len(zs) - 1)
-    out = jnp.zeros_like(signal)
-    for k in np.unique(np.concatenate([np.floor(idx), np.ceil(idx)])).astype(int):
-        w = np.clip(1.0 - np.abs(idx - k), 0.0, 1.0)
-        if w.any():
-            out = out + blur_same_reflect(signal * jnp.asarray(w, jnp.float32), psfs[k])
-    kept = jnp.interp(jnp.asarray(depth), jnp.asarray(zs), jnp.sum(psfs ** 2, axis=(1, 2)))
-    noisy = add_camera_noise(jax.random.key(seed), out + OFFSET, present=kept)
-    return np.asarray(jnp.clip(jnp.round(noisy), 0, 65535), np.float32)
 
 
 def main(argv=None):

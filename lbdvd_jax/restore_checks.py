@@ -11,7 +11,7 @@ import numpy as np
 
 from lbdvd_jax.constants import MODES, NUM_LEVELS
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
-from lbdvd_jax.defocus_map import pool_mode
+from lbdvd_jax.pooling import pool_mode
 from lbdvd_jax.errors import InputError, InputTypeError
 from lbdvd_jax.patches import patch_grid
 from lbdvd_jax.psf import psf_stack

@@ -90,6 +90,10 @@ def main(argv=None):
                          "the blur: objects of other sizes at every level")
     ap.add_argument("--init", default=None,
                     help="estimator weights (.npz) to fine-tune from (same architecture)")
+    ap.add_argument("--also-train", nargs="+", default=(), metavar="FIELD",
+                    help="also train on these held-out fields (a name or part of one, e.g. a02); they stay "
+                         "in their val/test set, so that set then measures seen objects: the paper's random "
+                         "image split, not a held-out field")
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--per-level", type=int, default=100, help="eval patches per level")
     args = ap.parse_args(argv)
@@ -109,6 +113,12 @@ def main(argv=None):
     fields, names = load_infocus_fields(args.fields)
     split = split_fields(names, seed=0)
     tr = split["train"]
+    for part in args.also_train:
+        hits = [i for i, n in enumerate(names) if part in n]
+        if len(hits) != 1:
+            ap.error(f"--also-train: {part!r} matches {len(hits)} of the fields {names}; give a part of "
+                     "exactly one name (e.g. a02)")
+        tr = np.union1d(tr, hits)
     print("train", [names[i] for i in tr], "val", [names[i] for i in split["val"]],
           "test", [names[i] for i in split["test"]], file=sys.stderr)
     if args.window < PATCH_SIZE or (args.window - PATCH_SIZE) % 2:

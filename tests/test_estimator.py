@@ -263,6 +263,35 @@ def test_surface_prior_weights_levels_by_a_gaussian_around_the_fitted_surface():
     np.testing.assert_allclose(surface_prior(split, split, origins), split, atol=1e-6)
 
 
+def test_surface_agreement_counts_certainty_weighted_patches_near_the_surface():
+    """A flat field at 8 µm with every 4th patch read at 20 µm: the robust surface stays near
+    8 µm, so the agreement is the 8-µm patches' share of the certainty weights (1 - H/log 11,
+    computed here by hand); the misread patches made sharper weigh more. The ungated prior
+    (agreement=0) applies to a field read as two depths, where the gated one leaves it alone."""
+    from lbdvd_jax.pooling import surface_agreement, surface_prior
+
+    def cert(p):
+        q = p[:11] / p[:11].sum()
+        return 1.0 + np.sum(q * np.log(q)) / np.log(11)
+
+    origins = np.array([[r, c] for r in range(0, 169, 42) for c in range(0, 337, 42)], np.int32)
+    n = len(origins)
+    odd = np.arange(n) % 4 == 3
+    for width in (1.5, 1.0):
+        own = _gaussian_levels(np.where(odd, 20.0, 8.0), np.where(odd, width, 1.5))
+        share, surface = surface_agreement(own, origins)
+        assert np.all(np.abs(surface.z_patches - 8.0) < 1.0)  # flat, far from 20 µm
+        near, far = (~odd).sum() * cert(own[0]), odd.sum() * cert(own[3])
+        assert share == pytest.approx(near / (near + far), abs=1e-9)
+    assert 0.5 < share < (~odd).mean()  # the sharper misreads weigh more than their count
+    bg = np.eye(12, dtype=np.float32)[np.full(n, 11)]
+    assert surface_agreement(bg, origins)[1] is None
+    split = _gaussian_levels(np.where(np.arange(n) % 2 == 0, 0.0, 20.0), np.full(n, 1.5))
+    assert surface_agreement(split, origins)[0] < 0.5
+    np.testing.assert_allclose(surface_prior(split, split, origins), split, atol=1e-6)
+    assert not np.allclose(surface_prior(split, split, origins, agreement=0.0), split, atol=1e-3)
+
+
 @pytest.mark.parametrize("pool", ["local", 2, "Surface"])
 def test_unknown_pool_is_refused_with_the_choices(pool):
     from lbdvd_jax.defocus_map import defocus_map

@@ -84,3 +84,20 @@ def test_depth_bias(tmp_path, monkeypatch, data_dir):
     rows = res["fields"]["a02"]["rows"]
     assert [r[0] for r in rows] == [0.0, 10.0, 20.0] and all(r[3] > 0 for r in rows)
     assert all(abs(r[1]) < 4.0 for r in rows)   # a level depth is judged within two levels
+
+
+def test_pooling_choice(tmp_path, monkeypatch, data_dir):
+    """The pooling replay on one image of the validation field: every way scored, the agreement
+    of the image and of the other microscopes' images reported."""
+    out = tmp_path / "pool.json"
+    _run("pooling_choice.py", ["--only", "uniform_5um", "--fields", str(data_dir / "bbbc006" / "infocus"),
+                               "--other", str(data_dir / "other"), "-o", str(out)], monkeypatch)
+    res = json.loads(out.read_text())
+    assert res["split"] == "val" and "a01" in res["field"]
+    row = res["rows"]["uniform_5um"]
+    assert set(row) == {"none", "neighbours", "surface_0.5um", "surface_1um", "surface_2um", "surface_1um_ungated"}
+    assert all(0.0 <= v <= 1.0 for v in row.values())
+    assert row["surface_1um"] >= 0.9  # 5 µm lies between levels 2 and 3: either is right
+    assert set(res["agreement"]) == {"uniform_5um", "mahotas_nuclear", "stardist_img2d"}
+    with pytest.raises(SystemExit):
+        _run("pooling_choice.py", ["--only", "nope"], monkeypatch)
