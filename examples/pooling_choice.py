@@ -31,8 +31,7 @@ from _common import add_model_and_fields, blur_at, estimator_and_fields, write_r
 
 from lbdvd_jax.constants import BG_LABEL, LEVEL_STEP_UM  # noqa: E402
 from lbdvd_jax.defocus_map import predict_defocus  # noqa: E402
-from lbdvd_jax.pooling import (SURFACE_AGREEMENT, pool_neighbours, surface_agreement,  # noqa: E402
-                               surface_prior)
+from lbdvd_jax.pooling import SURFACE_AGREEMENT, pool_neighbours, surface_agreement, surface_prior  # noqa: E402
 
 SIGMAS_UM = (0.5, 1.0, 2.0)
 UNIFORM_UM = (0, 1, 5, 9, 13, 17, 19, 20)

@@ -99,8 +99,8 @@ def continuous_depths(dmap, origins, shape, surface_degree):
     any spread (a field at focus read ~1 µm deep) and pooling before the fit counted each patch
     up to nine times.
     """
-    from lbdvd_jax.pooling import own_depth_surface
     from lbdvd_jax.estimator import most_probable_depth
+    from lbdvd_jax.pooling import own_depth_surface
 
     fg = dmap.labels != BG_LABEL
     z = np.where(fg, most_probable_depth(dmap.probs), np.nan)

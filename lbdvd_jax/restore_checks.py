@@ -11,9 +11,9 @@ import numpy as np
 
 from lbdvd_jax.constants import MODES, NUM_LEVELS
 from lbdvd_jax.constants import PATCH_SIZE as PATCH
-from lbdvd_jax.pooling import pool_mode
 from lbdvd_jax.errors import InputError, InputTypeError
 from lbdvd_jax.patches import patch_grid
+from lbdvd_jax.pooling import pool_mode
 from lbdvd_jax.psf import psf_stack
 from lbdvd_jax.streaming import iteration_counts
 
