@@ -101,3 +101,21 @@ def test_pooling_choice(tmp_path, monkeypatch, data_dir):
     assert set(res["agreement"]) == {"uniform_5um", "mahotas_nuclear", "stardist_img2d"}
     with pytest.raises(SystemExit):
         _run("pooling_choice.py", ["--only", "nope"], monkeypatch)
+
+
+def test_focus_ambiguity(tmp_path, monkeypatch, data_dir):
+    """The focus-ambiguity figures: no OTF zero inside Nyquist at 0-2 µm, one from 3 µm on (moving
+    inward with z), the extra fall-off growing with z, one fall-off per field."""
+    out = tmp_path / "amb.json"
+    _run("focus_ambiguity.py", ["--fields", str(data_dir / "bbbc006" / "infocus"), "-o", str(out)], monkeypatch)
+    res = json.loads(out.read_text())
+    zeros = res["otf_first_zero_cycle_per_px"]
+    assert zeros["0"] is None and zeros["1"] is None and zeros["2"] is None
+    assert 0.3 < zeros["3"] < 0.45 and zeros["4"] < zeros["3"] and zeros["20"] < zeros["18"] < 0.06
+    extra = [res["defocus_extra_falloff_db"][str(z)] for z in range(5)]
+    assert extra[0] == 0.0 and all(b > a for a, b in zip(extra, extra[1:]))
+    assert len(res["field_falloff_db"]) == 7 and res["field_falloff_spread_db"] > 0
+    lo, hi = res["band_cycle_per_px"]
+    assert 0 < lo < hi < 0.5
+    with pytest.raises(SystemExit):
+        _run("focus_ambiguity.py", ["--low", "0.7"], monkeypatch)

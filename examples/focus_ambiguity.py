@@ -1,0 +1,143 @@
+"""Why levels 0 and 1 (0 and 2 µm) are hard to tell apart on a field never seen: the physics.
+
+Defocus multiplies the object's power spectrum by |OTF_z|^2. From 3 µm on, OTF_z has a zero
+inside the sampled band (Nyquist 0.5 cycle/px at 0.65 µm pixels): a dip at a frequency fixed by
+z alone, whatever the object. At 2 µm it has none: the only evidence is how much faster the
+spectrum falls off than the object's own, and the object's own fall-off is unknown. This
+script sets the two side by side:
+
+- the Eq. 2 OTF (radial mean of |FFT(psf)|) at 0..20 µm, its first zero, and the extra
+  fall-off (dB) that z adds over the band where every in-focus field's signal stands above
+  its camera noise;
+- each in-focus BBBC006 field's own fall-off over the same band (Hann window, noise floor from
+  `spectral.noise_sigma` subtracted): the spread between fields is what an estimator that has
+  not seen the object must absorb.
+
+    python examples/focus_ambiguity.py -o benchmarks/results/focus_ambiguity.json
+"""
+
+import argparse
+import os
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import add_model_and_fields, write_result  # noqa: E402
+
+from lbdvd_jax.fields import load_infocus_fields  # noqa: E402
+from lbdvd_jax.optics import Optics  # noqa: E402
+from lbdvd_jax.psf import psf_stack  # noqa: E402
+from lbdvd_jax.spectral import noise_sigma  # noqa: E402
+
+GRID = 512  #: FFT size (px) of the OTF and of the field spectra
+BIN = 1.0 / 84.0  #: radial bin width (cycle/px): one FFT ring of an 84-px patch
+SNR_DB = 6.0  #: a bin is "signal" where the field's power is this far above its noise floor
+
+
+def ring_index(n):
+    """(n, n) radial frequency (cycle/px) of an n-point FFT grid."""
+    f = np.fft.fftfreq(n)
+    return np.hypot(f[:, None], f[None, :])
+
+
+def radial_mean(values, radius, edges):
+    """Mean of `values` in each ring edges[i] <= radius < edges[i + 1]."""
+    idx = np.digitize(radius.ravel(), edges) - 1
+    ok = (idx >= 0) & (idx < len(edges) - 1)
+    s = np.bincount(idx[ok], values.ravel()[ok], len(edges) - 1)
+    c = np.bincount(idx[ok], None, len(edges) - 1)
+    return s / np.maximum(c, 1)
+
+
+def otf_profiles(depths_um, edges, optics=Optics()):
+    """(len(depths), bins) radial mean |OTF| of the Eq. 2 PSF (unit sum) at each depth."""
+    size = 99
+    psfs = np.asarray(psf_stack(optics, jnp.asarray(depths_um, dtype=float), size=size), np.float64)
+    radius = ring_index(GRID)
+    out = []
+    for p in psfs:
+        padded = np.zeros((GRID, GRID))
+        padded[:size, :size] = p / p.sum()
+        padded = np.roll(padded, (-(size // 2), -(size // 2)), (0, 1))
+        out.append(radial_mean(np.abs(np.fft.fft2(padded)), radius, edges))
+    return np.array(out)
+
+
+def first_zero(depth_um, optics=Optics(), grid=4096):
+    """Frequency (cycle/px) of the first zero of |OTF| along a frequency axis (exact DFT samples
+    every 1/grid cycle/px): its first local minimum below 0.1 (the sampled in-focus OTF has
+    shallow aliasing dips), or None when there is none up to Nyquist."""
+    size = 99
+    p = np.asarray(psf_stack(optics, jnp.asarray([depth_um], dtype=float), size=size), np.float64)[0]
+    line = np.abs(np.fft.rfft(p.sum(0) / p.sum(), grid))  # the OTF on the f_y = 0 axis
+    dips = np.where((line[1:-1] < line[:-2]) & (line[1:-1] <= line[2:]) & (line[1:-1] < 0.1))[0] + 1
+    return float(dips[0] / grid) if len(dips) else None
+
+
+def field_spectrum(field, edges):
+    """(signal power per ring with the white noise floor subtracted, floor) of one field."""
+    n = min(GRID, *field.shape)
+    a = np.asarray(field, np.float64)[:n, :n]
+    win = np.hanning(n)[:, None] * np.hanning(n)[None, :]
+    power = np.abs(np.fft.fft2((a - a.mean()) * win)) ** 2
+    sigma = float(noise_sigma(jnp.asarray(a, jnp.float32)))
+    floor = sigma ** 2 * np.sum(win ** 2)  # white noise: flat power per frequency
+    return radial_mean(power, ring_index(n), edges) - floor, floor
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_and_fields(ap, model=False)
+    ap.add_argument("--low", type=float, default=0.05, help="low end (cycle/px) of the compared band")
+    ap.add_argument("-o", "--output", default=None)
+    args = ap.parse_args(argv)
+    if not 0 < args.low < 0.5:
+        ap.error(f"--low: got {args.low:g}, expected a frequency in (0, 0.5) cycle/px, e.g. 0.05")
+    fields, names = load_infocus_fields(args.fields)
+    edges = np.arange(0.0, 0.5 + 1e-9, BIN)
+    centre = 0.5 * (edges[:-1] + edges[1:])
+    spectra = {}
+    high = 0.5
+    for field, name in zip(fields, names):
+        sig, floor = field_spectrum(field, edges)
+        above = sig > (10 ** (SNR_DB / 10) - 1) * floor
+        top = centre[np.argmin(above[1:]) + 1] if not above[1:].all() else centre[-1]  # first bin below
+        high = min(high, float(top) - BIN)
+        spectra[name] = sig
+    lo = int(np.argmin(np.abs(centre - args.low)))
+    hi = int(np.argmin(np.abs(centre - high)))
+    if hi <= lo:
+        ap.error(f"--low: {args.low:g} cycle/px lies above the common signal band (up to {high:.3f})")
+    falloff = {n: float(10 * np.log10(s[lo] / s[hi])) for n, s in spectra.items()}
+    depths = np.arange(0.0, 20.5, 1.0)
+    otf = otf_profiles(depths, edges)
+    extra = {f"{z:g}": float(20 * np.log10(otf[i, lo] / otf[i, hi]) - 20 * np.log10(otf[0, lo] / otf[0, hi]))
+             for i, z in enumerate(depths) if min(otf[i, lo], otf[i, hi]) > 0}
+    zeros = {f"{z:g}": first_zero(float(z)) for z in depths}
+    spread = max(falloff.values()) - min(falloff.values())
+    short = {n: n.split("__")[1] if "__" in n else n for n in names}
+    result = {
+        "band_cycle_per_px": [float(centre[lo]), float(centre[hi])],
+        "snr_db": SNR_DB,
+        "field_falloff_db": {short[n]: v for n, v in falloff.items()},
+        "field_falloff_spread_db": spread,
+        "defocus_extra_falloff_db": extra,
+        "otf_first_zero_cycle_per_px": zeros,
+        "first_zero_gap_18_20um_in_84px_bins": (None if zeros["18"] is None or zeros["20"] is None
+                                                else abs(zeros["18"] - zeros["20"]) / BIN),
+        "otf_radial": {"freq_cycle_per_px": centre.tolist(),
+                       "depth_um": depths.tolist(), "abs_otf": otf.round(5).tolist()},
+    }
+    summary = {"band": result["band_cycle_per_px"], "field_falloff_db": result["field_falloff_db"],
+               "spread_db": round(spread, 2),
+               "extra_falloff_db": {k: round(v, 2) for k, v in extra.items() if float(k) <= 4},
+               "first_zero": {k: zeros[k] for k in ("1", "2", "3", "4", "18", "20")},
+               "gap_18_20_bins": result["first_zero_gap_18_20um_in_84px_bins"]}
+    write_result(result, args.output, summary=summary)
+
+
+if __name__ == "__main__":
+    main()
