@@ -49,6 +49,16 @@ def test_train_forwards_to_the_training_applications(capsys):
     assert "--object-zoom: got 1.25 0.8, expected 0 < LO <= HI" in capsys.readouterr().err
 
 
+def test_train_also_train_names_exactly_one_field(tmp_path, capsys, data_dir):
+    """--also-train takes a part of one field's name: a part of several (or of none) is one line
+    that lists the fields, exit 2, before any training."""
+    fields = str(data_dir / "bbbc006" / "infocus")
+    for part in ("a0", "zz"):
+        assert main(["train", "--out", str(tmp_path / "r"), "--fields", fields, "--also-train", part]) == 2
+        assert f"--also-train: {part!r} matches" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "lbdvd_jax", "--version"], capture_output=True,
                          text=True, timeout=120)
