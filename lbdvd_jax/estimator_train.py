@@ -92,6 +92,9 @@ class EstimatorTrainConfig:
             at the borders), and camera noise added back where interpolation averaged it away, so
             that objects of other sizes (cell lines, magnifications) are seen at every level: a
             field's objects 1.25x larger were read about 0.2-0.7 µm deeper by stage 4.
+        paper_fraction: share of steps on the paper's data (`paper_data`: calibrated 16-bit
+            counts, exact levels; every round(1 / paper_fraction)-th step), so that the wide
+            augmentation does not dilute the calibrated camera's case.
         seed: initialisation and data.
     """
 
@@ -115,6 +118,7 @@ class EstimatorTrainConfig:
     continuous_draw: str = "uniform"
     mix_sources: bool = False
     object_zoom_range: tuple[float, float] | None = None
+    paper_fraction: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -128,9 +132,20 @@ class EstimatorTrainConfig:
             raise InputError(f"object_zoom_range: got {self.object_zoom_range!r}, expected (lo, hi), 0 < lo <= hi")
         if not 0.0 <= self.patch_fraction <= 1.0:
             raise InputError(f"patch_fraction: got {self.patch_fraction!r}, expected a share in [0, 1]")
+        if not 0.0 <= self.paper_fraction <= 1.0:
+            raise InputError(f"paper_fraction: got {self.paper_fraction!r}, expected a share in [0, 1]")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def paper_data(config: EstimatorTrainConfig) -> EstimatorTrainConfig:
+    """`config` on the paper's data only: 16-bit counts at the calibrated camera, photon budgets
+    0.5-2x, exact levels (no gain or rounding, depths beyond 20 µm, phantoms, continuous depths,
+    magnified patches, object zoom or mixed fields)."""
+    return dataclasses.replace(config, gain_range=(1.0, 1.0), round_fraction=0.0, scale_range=(0.5, 2.0),
+                               beyond_fraction=0.0, phantom_fraction=0.0, continuous_fraction=0.0,
+                               zoom_fraction=0.0, object_zoom_range=None, mix_sources=False, paper_fraction=0.0)
 
 
 def ranked_probability_score(probs, labels):
@@ -306,12 +321,18 @@ def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, f
         fields = jnp.asarray(fields, jnp.float32)
         psfs = training_psfs(optics, continuous=config.continuous_fraction > 0)
 
-        step_fn = make_train_step(graphdef, config)
         every = round(1.0 / config.patch_fraction) if config.patch_fraction > 0 else 0
-        if every and config.window != PATCH_SIZE:  # some steps on isolated patches (own compile)
-            patch_step = make_train_step(graphdef, dataclasses.replace(config, window=PATCH_SIZE))
-        else:
+        if config.window == PATCH_SIZE:
             every = 0
+        paper_every = round(1.0 / config.paper_fraction) if config.paper_fraction > 0 else 0
+        steps = {}  # (isolated patches?, paper's data?) -> compiled step, each compiled when first used
+
+        def step_for(step):
+            kind = (bool(every) and step % every == every - 1, bool(paper_every) and step % paper_every == 0)
+            if kind not in steps:
+                cfg = dataclasses.replace(config, window=PATCH_SIZE) if kind[0] else config
+                steps[kind] = make_train_step(graphdef, paper_data(cfg) if kind[1] else cfg)
+            return steps[kind]
 
         predict = _predict_fn(graphdef)
 
@@ -345,8 +366,7 @@ def fit_estimator(model_config: EstimatorConfig, config: EstimatorTrainConfig, f
         if eval_sets and not history:
             record(step)  # the learning curve starts at the initial (or fine-tuned-from) model
         while step < stop:
-            fn = patch_step if every and step % every == every - 1 else step_fn
-            state, loss, acc = fn(state, fields, psfs)
+            state, loss, acc = step_for(step)(state, fields, psfs)
             step += 1
             state = state._replace(elapsed_s=jnp.asarray(e0 + time.perf_counter() - t0, jnp.float32),
                                    cpu_s=jnp.asarray(cpu0 + time.process_time() - c0, jnp.float32))

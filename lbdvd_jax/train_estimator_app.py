@@ -23,7 +23,7 @@ from lbdvd_jax.camera import bg_mask
 from lbdvd_jax.constants import BG_LABEL, PATCH_SIZE
 from lbdvd_jax.data import load_infocus_fields, make_eval_set, split_fields
 from lbdvd_jax.estimator import DEFAULT_CONV, EstimatorConfig
-from lbdvd_jax.estimator_train import EstimatorTrainConfig, fit_estimator
+from lbdvd_jax.estimator_train import EstimatorTrainConfig, fit_estimator, paper_data
 from lbdvd_jax.estimator_weights import load_estimator
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import psf_stack
@@ -94,6 +94,8 @@ def main(argv=None):
                     help="train on the paper's data only: 16-bit counts at the calibrated camera with photon "
                          "budgets 0.5-2x, no gain/rounding, no depths beyond 20 µm, no phantoms (a specialist "
                          "for the paper's protocol; the shipped recipe trains far wider)")
+    ap.add_argument("--paper-fraction", type=float, default=0.0,
+                    help="share of steps on the paper's data (as --paper-data), the rest as set (default 0)")
     ap.add_argument("--also-train", nargs="+", default=(), metavar="FIELD",
                     help="also train on these held-out fields (a name or part of one, e.g. a02); they stay "
                          "in their val/test set, so that set then measures seen objects: the paper's random "
@@ -104,6 +106,8 @@ def main(argv=None):
     if not 0 < args.scale_range[0] < args.scale_range[1]:
         ap.error(f"--scale-range: got {args.scale_range[0]:g} {args.scale_range[1]:g}, expected 0 < LO < HI "
                  "(e.g. 0.03 3)")
+    if not 0 <= args.paper_fraction <= 1:
+        ap.error(f"--paper-fraction: got {args.paper_fraction:g}, expected a share in [0, 1] (e.g. 0.5)")
     if args.object_zoom is not None and not 0 < args.object_zoom[0] <= args.object_zoom[1]:
         ap.error(f"--object-zoom: got {args.object_zoom[0]:g} {args.object_zoom[1]:g}, expected 0 < LO <= HI "
                  "(e.g. 0.8 1.25)")
@@ -142,10 +146,10 @@ def main(argv=None):
                               window=args.window, patch_fraction=args.patch_fraction,
                               mix_sources=args.mix_sources, continuous_fraction=args.continuous_fraction,
                               continuous_draw=args.continuous_draw, scale_range=tuple(args.scale_range),
-                              object_zoom_range=None if args.object_zoom is None else tuple(args.object_zoom))
+                              object_zoom_range=None if args.object_zoom is None else tuple(args.object_zoom),
+                              paper_fraction=args.paper_fraction)
     if args.paper_data:
-        tc = dataclasses.replace(tc, gain_range=(1.0, 1.0), round_fraction=0.0, scale_range=(0.5, 2.0),
-                                 beyond_fraction=0.0, phantom_fraction=0.0)
+        tc = paper_data(tc)
     hist = fit_estimator(mc, tc, fields[tr], out_dir=args.out, eval_sets=sets,
                          eval_every=args.eval_every, max_steps=args.max_steps, init=init,
                          max_seconds=None if args.minutes is None else 60 * args.minutes)

@@ -351,6 +351,27 @@ def test_training_batch_labels_gain_and_rounding(real_fields):
     assert x.max() <= 65535 / 16 + 1                    # 16-bit counts / 16
 
 
+def test_paper_data_batches_are_exact_levels_of_unscaled_counts(real_fields):
+    """`paper_data` turns a wide recipe into the paper's data: the batches are exact levels
+    (one-hot targets, no beyond-range depths), 16-bit counts at the camera's scale (no 8-bit
+    gain), window and batch size kept; a bad share is refused."""
+    from lbdvd_jax.estimator_batches import training_batch_targets
+    from lbdvd_jax.estimator_train import paper_data
+
+    wide = EstimatorTrainConfig(batch_size=64, round_fraction=1.0, gain_range=(1 / 16, 1 / 16),
+                                continuous_fraction=1.0, continuous_draw="jitter", mix_sources=True,
+                                object_zoom_range=(0.67, 1.5), zoom_fraction=0.5, paper_fraction=0.5)
+    cfg = paper_data(wide)
+    assert (cfg.batch_size, cfg.window, cfg.rps_weight) == (wide.batch_size, wide.window, wide.rps_weight)
+    psfs = training_psfs(size=49, continuous=True)
+    x, t = jax.jit(lambda k: training_batch_targets(k, real_fields[:1], psfs, config=cfg))(jax.random.key(0))
+    x, t = np.asarray(x), np.asarray(t)
+    np.testing.assert_array_equal(t.max(-1), 1.0)   # one-hot: exact levels (or bg)
+    assert np.median(x) > 90                        # the camera's 100-count offset, no 1/16 gain
+    with pytest.raises(ValueError, match="paper_fraction"):
+        EstimatorTrainConfig(paper_fraction=1.5)
+
+
 def test_zoomed_fields_magnify_about_the_centre_and_keep_the_camera_noise():
     """A flat noisy field keeps its mean and its camera-noise variance (gain x signal + read²)
     at 1.3x and 0.77x (interpolation's averaging drawn back); a noise-free ramp in x is
