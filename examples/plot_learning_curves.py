@@ -45,16 +45,19 @@ def main(argv=None):
             key = split if wide or name not in windowed else split + "84"
             w = c["config"]["train"].get("window", 84)
             label = name + (f" ({w}-px windows, fine-tuned; README says from which)" if name in windowed else "")
+            color = f"C{list(curves).index(name) % 10}"
+            style = "-" if list(curves).index(name) < 10 else ("--" if list(curves).index(name) < 20 else ":")
             ax.plot([p["cpu_minutes"] for p in pts], [100 * p[key]["accuracy"] for p in pts],
-                    marker="o", ms=3, label=label)
+                    marker="o", ms=3, label=label, color=color, linestyle=style)
         ax.set_xlabel("training CPU-minutes (process time, 2-core AMD EPYC)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("top-1 accuracy (%)")
-    axes[1].legend(fontsize=7)
-    if windowed:
-        axes[-1].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()  # every run is in the isolated panels
+    rows = -(-len(labels) // 4)
+    fig.set_size_inches(5 * len(panels), 4 + 0.22 * rows)
+    fig.tight_layout(rect=(0, 0.22 * rows / (4 + 0.22 * rows) + 0.02, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.savefig(args.output, dpi=100)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(curves, indent=1))
