@@ -91,9 +91,9 @@ def main(argv=None):
     ap.add_argument("--init", default=None,
                     help="estimator weights (.npz) to fine-tune from (same architecture)")
     ap.add_argument("--paper-data", action="store_true",
-                    help="train on the paper's data only: 16-bit counts at the calibrated camera with photon "
-                         "budgets 0.5-2x, no gain/rounding, no depths beyond 20 µm, no phantoms (a specialist "
-                         "for the paper's protocol; the shipped recipe trains far wider)")
+                    help="train on the paper's data only (estimator_train.paper_data: 16-bit counts at the "
+                         "calibrated camera, photon budgets 0.5-2x, exact levels; overrides the augmentation "
+                         "options): a specialist for the paper's protocol, measured, not shipped")
     ap.add_argument("--paper-fraction", type=float, default=0.0,
                     help="share of steps on the paper's data (as --paper-data), the rest as set (default 0)")
     ap.add_argument("--also-train", nargs="+", default=(), metavar="FIELD",
