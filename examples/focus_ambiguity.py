@@ -13,7 +13,11 @@ script sets the two side by side:
   `spectral.noise_sigma` subtracted): the spread between fields is what an estimator that has
   not seen the object must absorb.
 
-    python examples/focus_ambiguity.py -o benchmarks/results/focus_ambiguity.json
+    python examples/focus_ambiguity.py --depth-bias benchmarks/results/depth_bias_shipped.json \
+        -o benchmarks/results/focus_ambiguity.json
+
+With --depth-bias (the JSON of `examples/depth_bias.py`) the estimator's mean depth on each
+in-focus field at 0 µm is set beside its fall-off, with their correlation over the fields.
 """
 
 import argparse
@@ -35,6 +39,7 @@ from lbdvd_jax.spectral import noise_sigma  # noqa: E402
 GRID = 512  #: FFT size (px) of the OTF and of the field spectra
 BIN = 1.0 / 84.0  #: radial bin width (cycle/px): one FFT ring of an 84-px patch
 SNR_DB = 6.0  #: a bin is "signal" where the field's power is this far above its noise floor
+PSF_SIZE = 99  #: PSF support (px) for the OTF: holds the 20 µm PSF's rings
 
 
 def ring_index(n):
@@ -54,7 +59,7 @@ def radial_mean(values, radius, edges):
 
 def otf_profiles(depths_um, edges, optics=Optics()):
     """(len(depths), bins) radial mean |OTF| of the Eq. 2 PSF (unit sum) at each depth."""
-    size = 99
+    size = PSF_SIZE
     psfs = np.asarray(psf_stack(optics, jnp.asarray(depths_um, dtype=float), size=size), np.float64)
     radius = ring_index(GRID)
     out = []
@@ -70,8 +75,7 @@ def first_zero(depth_um, optics=Optics(), grid=4096):
     """Frequency (cycle/px) of the first zero of |OTF| along a frequency axis (exact DFT samples
     every 1/grid cycle/px): its first local minimum below 0.1 (the sampled in-focus OTF has
     shallow aliasing dips), or None when there is none up to Nyquist."""
-    size = 99
-    p = np.asarray(psf_stack(optics, jnp.asarray([depth_um], dtype=float), size=size), np.float64)[0]
+    p = np.asarray(psf_stack(optics, jnp.asarray([depth_um], dtype=float), size=PSF_SIZE), np.float64)[0]
     line = np.abs(np.fft.rfft(p.sum(0) / p.sum(), grid))  # the OTF on the f_y = 0 axis
     dips = np.where((line[1:-1] < line[:-2]) & (line[1:-1] <= line[2:]) & (line[1:-1] < 0.1))[0] + 1
     return float(dips[0] / grid) if len(dips) else None
@@ -92,8 +96,21 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_and_fields(ap, model=False)
     ap.add_argument("--low", type=float, default=0.05, help="low end (cycle/px) of the compared band")
+    ap.add_argument("--depth-bias", default=None, metavar="JSON",
+                    help="examples/depth_bias.py output: correlate each field's reading at 0 µm with its fall-off")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args(argv)
+    bias = None
+    if args.depth_bias:
+        import json
+        import pathlib
+
+        try:
+            fields_bias = json.loads(pathlib.Path(args.depth_bias).read_text())["fields"]
+            bias = {name: next(r[1] for r in v["rows"] if r[0] == 0.0) for name, v in fields_bias.items()}
+        except (OSError, ValueError, KeyError, StopIteration) as err:
+            ap.error(f"--depth-bias: {args.depth_bias} is not a depth_bias.py JSON with a 0 µm row per field "
+                     f"({err}); run examples/depth_bias.py -o FILE")
     if not 0 < args.low < 0.5:
         ap.error(f"--low: got {args.low:g}, expected a frequency in (0, 0.5) cycle/px, e.g. 0.05")
     fields, names = load_infocus_fields(args.fields)
@@ -131,11 +148,21 @@ def main(argv=None):
         "otf_radial": {"freq_cycle_per_px": centre.tolist(),
                        "depth_um": depths.tolist(), "abs_otf": otf.round(5).tolist()},
     }
+    if bias is not None:
+        both = sorted(set(bias) & set(result["field_falloff_db"]))
+        if len(both) < 3:
+            ap.error(f"--depth-bias: fields {sorted(bias)} share fewer than 3 with "
+                     f"{sorted(result['field_falloff_db'])}; give the depth_bias.py JSON of these fields")
+        x = np.array([result["field_falloff_db"][n] for n in both])
+        y = np.array([bias[n] for n in both])
+        result["reading_at_focus_um"] = {n: float(v) for n, v in zip(both, y)}
+        result["falloff_vs_reading_r"] = float(np.corrcoef(x, y)[0, 1])
     summary = {"band": result["band_cycle_per_px"], "field_falloff_db": result["field_falloff_db"],
                "spread_db": round(spread, 2),
                "extra_falloff_db": {k: round(v, 2) for k, v in extra.items() if float(k) <= 4},
                "first_zero": {k: zeros[k] for k in ("1", "2", "3", "4", "18", "20")},
-               "gap_18_20_bins": result["first_zero_gap_18_20um_in_84px_bins"]}
+               "gap_18_20_bins": result["first_zero_gap_18_20um_in_84px_bins"],
+               "falloff_vs_reading_r": result.get("falloff_vs_reading_r")}
     write_result(result, args.output, summary=summary)
 
 

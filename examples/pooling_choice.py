@@ -12,7 +12,9 @@ probabilities) and the level calls are scored for every way of pooling:
 Score: share of non-bg patches at the right level (at a depth between two levels: either
 neighbour; tilted and curved: within one level of the depth at the patch centre). The
 `surface_agreement` of every image is reported beside it, and for the sharp nuclei of other
-microscopes in ../shared/data/real/other (the gate's reason: a field read at two depths).
+microscopes in ../shared/data/real/other (the gate's reason: a field read at two depths), with
+their share of non-bg patches called in focus (<= level 1) by every way of pooling and their
+own calls per level.
 
     python examples/pooling_choice.py -o benchmarks/results/pooling_choice.json
     python examples/pooling_choice.py --split test        # the test field a02 (reports only)
@@ -106,6 +108,7 @@ def main(argv=None):
         print(name, {k: None if v is None else round(v, 3) for k, v in rows[name].items()},
               f"agreement {agreement[name]:.2f}", flush=True)
     other = pathlib.Path(args.other)
+    in_focus, own_calls = {}, {}  # images of other microscopes: share called <= 1, own calls per level
     if other.is_dir():
         import tifffile
 
@@ -114,12 +117,19 @@ def main(argv=None):
             if img.ndim != 2:
                 continue
             d = predict_defocus(img, model=model, pool=False)
-            agreement[path.stem] = surface_agreement(np.asarray(d.own_probs, np.float64), d.origins)[0]
-            print(path.stem, f"agreement {agreement[path.stem]:.2f}", flush=True)
+            own = np.asarray(d.own_probs, np.float64)
+            agreement[path.stem] = surface_agreement(own, d.origins)[0]
+            ways = pooled_labels(own, d.origins)
+            fg = ways["none"] != BG_LABEL
+            in_focus[path.stem] = {k: float(np.mean(v[fg] <= 1)) if fg.any() else None for k, v in ways.items()}
+            own_calls[path.stem] = np.bincount(ways["none"], minlength=BG_LABEL + 1).tolist()
+            print(path.stem, f"agreement {agreement[path.stem]:.2f}", "called <= 1:",
+                  {k: None if v is None else round(v, 3) for k, v in in_focus[path.stem].items()}, flush=True)
     ways = list(next(iter(rows.values())))
     mean = {k: float(np.mean([r[k] for r in rows.values() if r[k] is not None])) for k in ways}
     result = {"field": names[index], "split": args.split, "model": args.model or "shipped",
-              "gate": SURFACE_AGREEMENT, "rows": rows, "mean": mean, "agreement": agreement}
+              "gate": SURFACE_AGREEMENT, "rows": rows, "mean": mean, "agreement": agreement,
+              "other_called_le1": in_focus, "other_own_calls_per_level": own_calls}
     write_result(result, args.output, summary={"mean": mean, "agreement": agreement})
 
 

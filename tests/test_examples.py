@@ -5,6 +5,7 @@ import pathlib
 import runpy
 import sys
 
+import numpy as np
 import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
@@ -99,6 +100,9 @@ def test_pooling_choice(tmp_path, monkeypatch, data_dir):
     assert all(0.0 <= v <= 1.0 for v in row.values())
     assert row["surface_1um"] >= 0.9  # 5 µm lies between levels 2 and 3: either is right
     assert set(res["agreement"]) == {"uniform_5um", "mahotas_nuclear", "stardist_img2d"}
+    assert set(res["other_called_le1"]["stardist_img2d"]) == set(row)
+    calls = res["other_own_calls_per_level"]["mahotas_nuclear"]
+    assert len(calls) == 12 and sum(calls) > 0
     with pytest.raises(SystemExit):
         _run("pooling_choice.py", ["--only", "nope"], monkeypatch)
 
@@ -107,8 +111,15 @@ def test_focus_ambiguity(tmp_path, monkeypatch, data_dir):
     """The focus-ambiguity figures: no OTF zero inside Nyquist at 0-2 µm, one from 3 µm on (moving
     inward with z), the extra fall-off growing with z, one fall-off per field."""
     out = tmp_path / "amb.json"
-    _run("focus_ambiguity.py", ["--fields", str(data_dir / "bbbc006" / "infocus"), "-o", str(out)], monkeypatch)
+    bias = tmp_path / "bias.json"  # a depth_bias.py result: readings at focus that rise with the fall-off
+    bias.write_text(json.dumps({"fields": {f"a0{i}": {"rows": [[0.0, 0.1 * i], [2.0, 1.5]]} for i in range(1, 8)}}))
+    _run("focus_ambiguity.py", ["--fields", str(data_dir / "bbbc006" / "infocus"), "--depth-bias", str(bias),
+                                "-o", str(out)], monkeypatch)
     res = json.loads(out.read_text())
+    falloff = res["field_falloff_db"]
+    assert res["reading_at_focus_um"]["a03"] == pytest.approx(0.3)
+    want = np.corrcoef([falloff[f"a0{i}"] for i in range(1, 8)], [0.1 * i for i in range(1, 8)])[0, 1]
+    assert res["falloff_vs_reading_r"] == pytest.approx(want)
     zeros = res["otf_first_zero_cycle_per_px"]
     assert zeros["0"] is None and zeros["1"] is None and zeros["2"] is None
     assert 0.3 < zeros["3"] < 0.45 and zeros["4"] < zeros["3"] and zeros["20"] < zeros["18"] < 0.06
@@ -119,3 +130,5 @@ def test_focus_ambiguity(tmp_path, monkeypatch, data_dir):
     assert 0 < lo < hi < 0.5
     with pytest.raises(SystemExit):
         _run("focus_ambiguity.py", ["--low", "0.7"], monkeypatch)
+    with pytest.raises(SystemExit):
+        _run("focus_ambiguity.py", ["--depth-bias", str(tmp_path / "missing.json")], monkeypatch)
