@@ -11,7 +11,14 @@ script sets the two side by side:
   its camera noise;
 - each in-focus BBBC006 field's own fall-off over the same band (Hann window, noise floor from
   `spectral.noise_sigma` subtracted): the spread between fields is what an estimator that has
-  not seen the object must absorb.
+  not seen the object must absorb;
+- the exact look-alike: the sampled in-focus OTF has no zero (|OTF_0| >= 0.89 at 0.65 µm
+  pixels), so k = F^-1[OTF_z / OTF_0] is a blur kernel and the image of object o at z µm equals,
+  pixel for pixel, the in-focus image of the object k * o. Where k is nonnegative, k * o is a
+  physical object, an ordinary softer specimen; the script reports k's negative mass, and each
+  field's fall-off after 2 µm of defocus (camera noise as in the acceptance data) beside the
+  in-focus fall-offs: a field in focus that is blurrier than another field at 2 µm (a
+  "crossing") is a real pair that no estimator reading the image alone can call both right.
 
     python examples/focus_ambiguity.py --depth-bias benchmarks/results/depth_bias_shipped.json \
         -o benchmarks/results/focus_ambiguity.json
@@ -35,6 +42,7 @@ from lbdvd_jax.fields import load_infocus_fields  # noqa: E402
 from lbdvd_jax.optics import Optics  # noqa: E402
 from lbdvd_jax.psf import psf_stack  # noqa: E402
 from lbdvd_jax.spectral import noise_sigma  # noqa: E402
+from lbdvd_jax.synthesis import synthesize_defocus  # noqa: E402
 
 GRID = 512  #: FFT size (px) of the OTF and of the field spectra
 BIN = 1.0 / 84.0  #: radial bin width (cycle/px): one FFT ring of an 84-px patch
@@ -79,6 +87,30 @@ def first_zero(depth_um, optics=Optics(), grid=4096):
     line = np.abs(np.fft.rfft(p.sum(0) / p.sum(), grid))  # the OTF on the f_y = 0 axis
     dips = np.where((line[1:-1] < line[:-2]) & (line[1:-1] <= line[2:]) & (line[1:-1] < 0.1))[0] + 1
     return float(dips[0] / grid) if len(dips) else None
+
+
+def lookalike_kernel(depth_um, optics=Optics(), grid=128):
+    """The kernel k with OTF_0 * F[k] = OTF_z on a `grid`-point FFT (centred, unit sum), its
+    negative mass (sum of its negative values over its sum) and max |OTF_z / OTF_0|."""
+    p = np.asarray(psf_stack(optics, jnp.asarray([0.0, depth_um], dtype=float), size=PSF_SIZE), np.float64)
+    otf = []
+    for q in p:
+        padded = np.zeros((grid, grid))
+        padded[:PSF_SIZE, :PSF_SIZE] = q / q.sum()
+        otf.append(np.fft.fft2(np.roll(padded, (-(PSF_SIZE // 2), -(PSF_SIZE // 2)), (0, 1))))
+    ratio = otf[1] / otf[0]
+    kernel = np.fft.fftshift(np.real(np.fft.ifft2(ratio)))
+    return kernel, float(-kernel[kernel < 0].sum() / kernel.sum()), float(np.abs(ratio).max())
+
+
+def best_threshold_accuracy(level0, level1):
+    """Best balanced accuracy of one threshold on a statistic that should be lower at level 0
+    than at level 1: mean over the two levels of the share called right, maximised over every
+    threshold between the observed values."""
+    a, b = np.asarray(level0, float), np.asarray(level1, float)
+    values = np.sort(np.concatenate([a, b]))
+    cuts = np.concatenate([[values[0] - 1.0], 0.5 * (values[1:] + values[:-1]), [values[-1] + 1.0]])
+    return float(max(0.5 * (np.mean(a < t) + np.mean(b >= t)) for t in cuts))
 
 
 def field_spectrum(field, edges):
@@ -129,6 +161,10 @@ def main(argv=None):
     if hi <= lo:
         ap.error(f"--low: {args.low:g} cycle/px lies above the common signal band (up to {high:.3f})")
     falloff = {n: float(10 * np.log10(s[lo] / s[hi])) for n, s in spectra.items()}
+    falloff2 = {}  # each field at 2 µm with camera noise, as the estimator sees it
+    for field, name in zip(fields, names):
+        sig, _ = field_spectrum(synthesize_defocus(field, level=1, seed=1)[0], edges)
+        falloff2[name] = float(10 * np.log10(sig[lo] / sig[hi]))
     depths = np.arange(0.0, 20.5, 1.0)
     otf = otf_profiles(depths, edges)
     extra = {f"{z:g}": float(20 * np.log10(otf[i, lo] / otf[i, hi]) - 20 * np.log10(otf[0, lo] / otf[0, hi]))
@@ -136,6 +172,8 @@ def main(argv=None):
     zeros = {f"{z:g}": first_zero(float(z)) for z in depths}
     spread = max(falloff.values()) - min(falloff.values())
     short = {n: n.split("__")[1] if "__" in n else n for n in names}
+    kernel, negative, max_ratio = lookalike_kernel(2.0)
+    crossings = [[short[j], short[i]] for i in names for j in names if i != j and falloff[j] > falloff2[i]]
     result = {
         "band_cycle_per_px": [float(centre[lo]), float(centre[hi])],
         "snr_db": SNR_DB,
@@ -145,6 +183,13 @@ def main(argv=None):
         "otf_first_zero_cycle_per_px": zeros,
         "first_zero_gap_18_20um_in_84px_bins": (None if zeros["18"] is None or zeros["20"] is None
                                                 else abs(zeros["18"] - zeros["20"]) / BIN),
+        "lookalike_2um": {
+            "kernel_negative_mass": negative, "max_otf_ratio": max_ratio,
+            "field_falloff_at_2um_db": {short[n]: v for n, v in falloff2.items()},
+            "crossings_infocus_blurrier_than_2um": crossings,
+            "best_threshold_balanced_accuracy": best_threshold_accuracy(list(falloff.values()),
+                                                                        list(falloff2.values())),
+        },
         "otf_radial": {"freq_cycle_per_px": centre.tolist(),
                        "depth_um": depths.tolist(), "abs_otf": otf.round(5).tolist()},
     }
@@ -162,6 +207,10 @@ def main(argv=None):
                "extra_falloff_db": {k: round(v, 2) for k, v in extra.items() if float(k) <= 4},
                "first_zero": {k: zeros[k] for k in ("1", "2", "3", "4", "18", "20")},
                "gap_18_20_bins": result["first_zero_gap_18_20um_in_84px_bins"],
+               "lookalike_negative_mass": round(negative, 5),
+               "falloff_at_2um_db": {short[n]: round(v, 2) for n, v in falloff2.items()},
+               "crossings": len(crossings),
+               "best_threshold_balanced_accuracy": result["lookalike_2um"]["best_threshold_balanced_accuracy"],
                "falloff_vs_reading_r": result.get("falloff_vs_reading_r")}
     write_result(result, args.output, summary=summary)
 

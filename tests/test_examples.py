@@ -107,6 +107,34 @@ def test_pooling_choice(tmp_path, monkeypatch, data_dir):
         _run("pooling_choice.py", ["--only", "nope"], monkeypatch)
 
 
+def test_lookalike_kernel_against_direct_convolution():
+    """The look-alike kernel k of focus_ambiguity.py: the in-focus PSF convolved with k (direct,
+    circular convolution by SciPy, no FFT) is the 2 µm PSF; a hand-worked balanced accuracy."""
+    from scipy import ndimage
+
+    ns = runpy.run_path(str(EXAMPLES / "focus_ambiguity.py"), run_name="focus_ambiguity")
+    grid = 128
+    kernel, negative, _ = ns["lookalike_kernel"](2.0, grid=grid)
+    c = grid // 2
+    assert np.abs(kernel).sum() - np.abs(kernel[c - 49:c + 50, c - 49:c + 50]).sum() < 1e-4  # compact
+    assert kernel.sum() == pytest.approx(1.0, abs=1e-9) and negative == pytest.approx(
+        -kernel[kernel < 0].sum(), abs=1e-12)
+    size = ns["PSF_SIZE"]
+    import jax.numpy as jnp
+
+    from lbdvd_jax.optics import Optics
+    from lbdvd_jax.psf import psf_stack
+
+    psf0, psf2 = (np.pad(p / p.sum(), ((0, grid - size), (0, grid - size)))
+                  for p in np.asarray(psf_stack(Optics(), jnp.asarray([0.0, 2.0]), size=size), np.float64))
+    # direct circular convolution with k's central 99 x 99 (k centred at grid // 2 by fftshift)
+    got = ndimage.convolve(psf0, kernel[c - 49:c + 50, c - 49:c + 50], mode="wrap", origin=0)
+    np.testing.assert_allclose(got, psf2, atol=1e-5)
+    # thresholds on [1, 2, 5] (level 0) vs [3, 4, 6] (level 1): best cut 2.5, (2/3 + 3/3) / 2
+    assert ns["best_threshold_accuracy"]([1, 2, 5], [3, 4, 6]) == pytest.approx(5 / 6)
+    assert ns["best_threshold_accuracy"]([1, 2], [3, 4]) == 1.0
+
+
 def test_focus_ambiguity(tmp_path, monkeypatch, data_dir):
     """The focus-ambiguity figures: no OTF zero inside Nyquist at 0-2 µm, one from 3 µm on (moving
     inward with z), the extra fall-off growing with z, one fall-off per field."""
@@ -128,6 +156,15 @@ def test_focus_ambiguity(tmp_path, monkeypatch, data_dir):
     assert len(res["field_falloff_db"]) == 7 and res["field_falloff_spread_db"] > 0
     lo, hi = res["band_cycle_per_px"]
     assert 0 < lo < hi < 0.5
+    look = res["lookalike_2um"]
+    # every field falls off faster at 2 µm than in focus; the crossings are exactly the pairs
+    # [b, a]: field b in focus falls off faster than field a at 2 µm
+    at2 = look["field_falloff_at_2um_db"]
+    assert all(at2[f] > falloff[f] for f in falloff)
+    want = sorted([b, a] for a in at2 for b in falloff if a != b and falloff[b] > at2[a])
+    assert sorted(look["crossings_infocus_blurrier_than_2um"]) == want
+    assert 0.5 <= look["best_threshold_balanced_accuracy"] <= 1.0
+    assert 0 <= look["kernel_negative_mass"] < 0.01 and look["max_otf_ratio"] <= 1.0 + 1e-9
     with pytest.raises(SystemExit):
         _run("focus_ambiguity.py", ["--low", "0.7"], monkeypatch)
     with pytest.raises(SystemExit):
