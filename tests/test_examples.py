@@ -169,3 +169,54 @@ def test_focus_ambiguity(tmp_path, monkeypatch, data_dir):
         _run("focus_ambiguity.py", ["--low", "0.7"], monkeypatch)
     with pytest.raises(SystemExit):
         _run("focus_ambiguity.py", ["--depth-bias", str(tmp_path / "missing.json")], monkeypatch)
+
+
+def test_size_ambiguity_pieces_against_references():
+    """size_ambiguity.py's pieces against independent references: Otsu against scikit-image, the
+    fitted distance against NumPy least squares, the pairwise error against SciPy's normal CDF,
+    the level blur against SciPy's direct FFT convolution."""
+    from scipy import signal, stats
+    from skimage.filters import threshold_otsu
+
+    ns = runpy.run_path(str(EXAMPLES / "size_ambiguity.py"), run_name="size_ambiguity")
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(2.0, 0.3, 4000), rng.normal(5.0, 0.5, 1000)])
+    assert ns["otsu_threshold"](values) == pytest.approx(threshold_otsu(values, nbins=256), abs=0.03)
+    target = rng.normal(size=(8, 8))
+    cands = rng.normal(size=(3, 8, 8))
+    var = rng.uniform(0.5, 2.0, size=(8, 8))
+    got = ns["fitted_distance"](target, cands, var)
+    for m, g in zip(cands, got):
+        w = 1.0 / np.sqrt(var.ravel())
+        design = np.stack([m.ravel(), np.ones(64)], 1) * w[:, None]
+        coef, *_ = np.linalg.lstsq(design, target.ravel() * w, rcond=None)
+        assert g == pytest.approx(np.sum((target.ravel() * w - design @ coef) ** 2))
+    for d in (0.0, 1.0, 2.0, 5.0):
+        assert ns["pairwise_error"](d) == pytest.approx(stats.norm.cdf(-d / 2))
+    np.testing.assert_allclose(ns["magnify"](target, 1.0), target, atol=1e-9)
+    signal_counts = np.zeros((256, 256))
+    signal_counts[100:140, 110:150] = 500.0
+    got = ns["blurred_patches"](signal_counts, ns["level_otfs"](256))
+    import jax.numpy as jnp
+
+    from lbdvd_jax.optics import Optics
+    from lbdvd_jax.psf import psf_stack
+
+    psf = np.asarray(psf_stack(Optics(), jnp.asarray([10.0]), size=ns["PSF_SIZE"]), np.float64)[0]
+    want = signal.fftconvolve(signal_counts, psf / psf.sum(), mode="same")[86:170, 86:170]
+    np.testing.assert_allclose(got[5], want, atol=1e-6 * want.max())
+
+
+def test_size_ambiguity(tmp_path, monkeypatch, data_dir):
+    out = tmp_path / "size.json"
+    _run("size_ambiguity.py", ["--fields", str(data_dir / "bbbc006" / "infocus"), "--phantoms", "3",
+                               "--scales", "3", "-o", str(out)], monkeypatch)
+    res = json.loads(out.read_text())
+    assert len(res["fields"]) == 7 and all(20 < v["median_diameter_px"] < 50 for v in res["fields"].values())
+    sizes = [v["median_diameter_px"] for v in res["fields"].values()]
+    assert res["size_spread"] == pytest.approx(max(sizes) / min(sizes))
+    assert res["scales"][0] == pytest.approx(1 / res["size_spread"])
+    assert res["scales"][-1] == pytest.approx(res["size_spread"])
+    assert len(res["levels"]) == 11 and sum(r["n"] for r in res["levels"]) > 0
+    with pytest.raises(SystemExit):
+        _run("size_ambiguity.py", ["--phantoms", "0"], monkeypatch)
