@@ -23,6 +23,7 @@ from lbdvd_jax.camera import bg_mask
 from lbdvd_jax.constants import BG_LABEL, PATCH_SIZE
 from lbdvd_jax.data import load_infocus_fields, make_eval_set, split_fields
 from lbdvd_jax.estimator import DEFAULT_CONV, EstimatorConfig
+from lbdvd_jax.estimator_grow import widen_estimator, widened_config
 from lbdvd_jax.estimator_train import EstimatorTrainConfig, fit_estimator, paper_data
 from lbdvd_jax.estimator_weights import load_estimator
 from lbdvd_jax.optics import Optics
@@ -90,6 +91,9 @@ def main(argv=None):
                          "the blur: objects of other sizes at every level")
     ap.add_argument("--init", default=None,
                     help="estimator weights (.npz) to fine-tune from (same architecture)")
+    ap.add_argument("--widen", type=float, default=None, metavar="FACTOR",
+                    help="with --init: grow its layers FACTOR x (e.g. 2) before fine-tuning; the grown model "
+                         "starts as the same function (estimator_grow.widen_estimator)")
     ap.add_argument("--paper-data", action="store_true",
                     help="train on the paper's data only (estimator_train.paper_data: 16-bit counts at the "
                          "calibrated camera, photon budgets 0.5-2x, exact levels; overrides the augmentation "
@@ -111,6 +115,10 @@ def main(argv=None):
     if args.object_zoom is not None and not 0 < args.object_zoom[0] <= args.object_zoom[1]:
         ap.error(f"--object-zoom: got {args.object_zoom[0]:g} {args.object_zoom[1]:g}, expected 0 < LO <= HI "
                  "(e.g. 0.8 1.25)")
+    if args.widen is not None and not args.init:
+        ap.error("--widen: needs --init, the trained estimator to grow")
+    if args.widen is not None and not args.widen >= 1:
+        ap.error(f"--widen: got {args.widen:g}, expected a factor >= 1 (e.g. 2)")
     if args.export:
         src = os.path.join(args.out, "best.npz")
         if not os.path.isfile(src):
@@ -136,6 +144,8 @@ def main(argv=None):
     if args.window != PATCH_SIZE:
         sets.update(val84=centre(sets["val"]), test84=centre(sets["test"]))
     init = load_estimator(args.init) if args.init else None
+    if args.widen is not None:
+        init = widen_estimator(init, widened_config(init.config, args.widen), seed=0)
     mc = init.config if init is not None else EstimatorConfig(
         conv=() if args.conv == "none" else DEFAULT_CONV, num_bins=args.num_bins, taper=args.taper)
     mc = dataclasses.replace(mc, window=args.window)  # whole images are judged as trained

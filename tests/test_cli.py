@@ -11,6 +11,7 @@ import tifffile
 
 from lbdvd_jax import __version__
 from lbdvd_jax.cli import main
+from lbdvd_jax.estimator_weights import SHIPPED_ESTIMATOR
 from lbdvd_jax.io import read_tiff
 
 
@@ -401,3 +402,14 @@ def test_disk_full_is_one_line_and_leaves_nothing(tmp_path, rng, capsys, monkeyp
     line = _err_line(capsys)
     assert "No space left on device" in line and str(out / "a.tif") in line
     assert sorted(p.name for p in out.iterdir()) == [] and src.read_bytes() == before
+
+
+def test_train_widen_needs_init_and_a_factor(tmp_path, capsys, data_dir):
+    """--widen grows an --init estimator: without --init, or below 1, one line and exit 2."""
+    fields = str(data_dir / "bbbc006" / "infocus")
+    assert main(["train", "--out", str(tmp_path / "r"), "--fields", fields, "--widen", "2"]) == 2
+    assert "--widen: needs --init" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "r"), "--fields", fields, "--init", str(SHIPPED_ESTIMATOR),
+                 "--widen", "0.5"]) == 2
+    assert "--widen: got 0.5, expected a factor >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
