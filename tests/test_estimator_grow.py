@@ -36,7 +36,7 @@ def test_widened_estimator_computes_the_same_logits(config):
     x = _patches()
     grown = widen_estimator(old, widened_config(config, 2.0), seed=5)
     np.testing.assert_allclose(np.asarray(grown(x)), np.asarray(old(x)), atol=1e-5, rtol=1e-5)
-    assert grown.hidden.kernel.value.shape == (16 + (2 * 16 if config.conv else 0), 32)
+    assert grown.hidden.kernel.shape == (16 + (2 * 16 if config.conv else 0), 32)
     assert count_params(grown) > 1.5 * count_params(old)
     after = nnx.to_pure_dict(nnx.state(old, nnx.Param))
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), before, after)
