@@ -18,7 +18,13 @@ script sets the two side by side:
   physical object, an ordinary softer specimen; the script reports k's negative mass, and each
   field's fall-off after 2 µm of defocus (camera noise as in the acceptance data) beside the
   in-focus fall-offs: a field in focus that is blurrier than another field at 2 µm (a
-  "crossing") is a real pair that no estimator reading the image alone can call both right.
+  "crossing") is a real pair that no estimator reading the image alone can call both right;
+- the noise texture of the synthetic levels: every real in-focus field carries its camera's
+  noise, which the synthetic blur smooths (kept at low frequencies, removed at high ones)
+  before fresh noise tops the variance up (`synthesis.synthesize_defocus`, as the paper blurred
+  real noisy images). Its radial power relative to fresh camera noise, on a flat field, shows
+  a cue that synthetic levels carry and real defocused images (fresh, white camera noise at any
+  depth) do not.
 
     python examples/focus_ambiguity.py --depth-bias benchmarks/results/depth_bias_shipped.json \
         -o benchmarks/results/focus_ambiguity.json
@@ -113,6 +119,30 @@ def best_threshold_accuracy(level0, level1):
     return float(max(0.5 * (np.mean(a < t) + np.mean(b >= t)) for t in cuts))
 
 
+def synthetic_noise_ratio(levels=(0, 1, 2, 5), *, level_counts=400.0, bands=10, seeds=4):
+    """Radial noise power of `synthesize_defocus` at each level over that of fresh camera noise,
+    for a flat field at `level_counts` that carries calibrated camera noise (as a real in-focus
+    field does): {level: [ratio per band of width 0.5 / bands cycle/px]}. 1 everywhere would
+    be real camera noise."""
+    import jax
+
+    from lbdvd_jax.camera import add_camera_noise
+
+    flat = np.full((520, 696), level_counts, np.float32)
+    edges = np.linspace(0.0, 0.5, bands + 1)
+
+    def power(img):
+        a = np.asarray(img, np.float64)[100:420, 100:596]
+        p = np.abs(np.fft.fft2(a - a.mean())) ** 2 / a.size
+        return radial_mean(p, np.hypot(np.fft.fftfreq(a.shape[0])[:, None], np.fft.fftfreq(a.shape[1])[None]),
+                           edges)
+
+    noisy = np.asarray(add_camera_noise(jax.random.PRNGKey(7), flat))
+    fresh = np.mean([power(add_camera_noise(jax.random.PRNGKey(100 + s), flat)) for s in range(seeds)], 0)
+    return {str(lv): (np.mean([power(synthesize_defocus(noisy, level=lv, seed=s)[0]) for s in range(seeds)], 0)
+                      / fresh).round(4).tolist() for lv in levels}
+
+
 def field_spectrum(field, edges):
     """(signal power per ring with the white noise floor subtracted, floor) of one field."""
     n = min(GRID, *field.shape)
@@ -173,6 +203,7 @@ def main(argv=None):
     spread = max(falloff.values()) - min(falloff.values())
     short = {n: n.split("__")[1] if "__" in n else n for n in names}
     kernel, negative, max_ratio = lookalike_kernel(2.0)
+    noise_ratio = synthetic_noise_ratio()
     crossings = [[short[j], short[i]] for i in names for j in names if i != j and falloff[j] > falloff2[i]]
     result = {
         "band_cycle_per_px": [float(centre[lo]), float(centre[hi])],
@@ -190,6 +221,8 @@ def main(argv=None):
             "best_threshold_balanced_accuracy": best_threshold_accuracy(list(falloff.values()),
                                                                         list(falloff2.values())),
         },
+        "synthetic_noise_power_ratio": {"band_edges_cycle_per_px": np.linspace(0.0, 0.5, 11).tolist(),
+                                        "levels": noise_ratio},
         "otf_radial": {"freq_cycle_per_px": centre.tolist(),
                        "depth_um": depths.tolist(), "abs_otf": otf.round(5).tolist()},
     }
@@ -210,6 +243,7 @@ def main(argv=None):
                "lookalike_negative_mass": round(negative, 5),
                "falloff_at_2um_db": {short[n]: round(v, 2) for n, v in falloff2.items()},
                "crossings": len(crossings),
+               "synthetic_noise_ratio_lowest_highest_band": {k: [v[0], v[-1]] for k, v in noise_ratio.items()},
                "best_threshold_balanced_accuracy": result["lookalike_2um"]["best_threshold_balanced_accuracy"],
                "falloff_vs_reading_r": result.get("falloff_vs_reading_r")}
     write_result(result, args.output, summary=summary)

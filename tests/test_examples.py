@@ -165,6 +165,10 @@ def test_focus_ambiguity(tmp_path, monkeypatch, data_dir):
     assert sorted(look["crossings_infocus_blurrier_than_2um"]) == want
     assert 0.5 <= look["best_threshold_balanced_accuracy"] <= 1.0
     assert 0 <= look["kernel_negative_mass"] < 0.01 and look["max_otf_ratio"] <= 1.0 + 1e-9
+    # the synthetic 2 µm level keeps the in-focus field's own noise at low frequencies (excess
+    # power) and smooths it at high ones (a deficit); level 0 (a near-delta PSF) much less so
+    ratio = res["synthetic_noise_power_ratio"]["levels"]
+    assert ratio["1"][0] > 1.3 and ratio["1"][-1] < 0.95 and abs(ratio["0"][0] - 1) < ratio["1"][0] - 1
     with pytest.raises(SystemExit):
         _run("focus_ambiguity.py", ["--low", "0.7"], monkeypatch)
     with pytest.raises(SystemExit):
@@ -220,3 +224,31 @@ def test_size_ambiguity(tmp_path, monkeypatch, data_dir):
     assert len(res["levels"]) == 11 and sum(r["n"] for r in res["levels"]) > 0
     with pytest.raises(SystemExit):
         _run("size_ambiguity.py", ["--phantoms", "0"], monkeypatch)
+
+
+def test_noise_texture_pieces_and_run(tmp_path, monkeypatch, data_dir):
+    """noise_texture.py: the added texture has the variance of camera noise times sum(psf^2) and
+    a zero mean (the mean image is unchanged); shares counted on the foreground; one model, one
+    field end to end; a missing model file refused."""
+    ns = runpy.run_path(str(EXAMPLES / "noise_texture.py"), run_name="noise_texture")
+    import jax.numpy as jnp
+
+    from lbdvd_jax.camera import GAIN, OFFSET, READ_NOISE
+    from lbdvd_jax.optics import Optics
+    from lbdvd_jax.psf import psf_stack
+
+    flat = np.full((256, 256), 400.0)
+    noise = ns["lowpass_camera_noise"](flat, 2.0, seed=0)[40:-40, 40:-40]
+    psf = np.asarray(psf_stack(Optics(), jnp.asarray([2.0]), size=49), np.float64)[0]
+    want = (GAIN * (400.0 - OFFSET) + READ_NOISE ** 2) * np.sum((psf / psf.sum()) ** 2)
+    assert np.var(noise) == pytest.approx(want, rel=0.15) and abs(np.mean(noise)) < 0.2 * np.sqrt(want)
+    assert ns["level_shares"]([0, 0, 1, 11, 5]) == [0.5, 0.25]
+    assert ns["level_shares"]([11, 11]) == [None, None]
+    out = tmp_path / "tex.json"
+    _run("noise_texture.py", ["--fields", str(data_dir / "bbbc006" / "infocus"), "--field", "a02",
+                              "-o", str(out)], monkeypatch)
+    row = json.loads(out.read_text())["models"]["shipped"]["a02"]
+    assert set(row) == {f"{t} {p}" for t in ("level0", "level0_texture", "level1") for p in ("own", "pooled")}
+    assert all(0 <= v <= 1 for s in row.values() for v in s)
+    with pytest.raises(SystemExit):
+        _run("noise_texture.py", ["--model", str(tmp_path / "missing.npz")], monkeypatch)
