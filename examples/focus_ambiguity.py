@@ -24,7 +24,8 @@ script sets the two side by side:
   before fresh noise tops the variance up (`synthesis.synthesize_defocus`, as the paper blurred
   real noisy images). Its radial power relative to fresh camera noise, on a flat field, shows
   a cue that synthetic levels carry and real defocused images (fresh, white camera noise at any
-  depth) do not.
+  depth) do not; and the same for `synthesis.matched_noise` (noise='matched'), which shapes the
+  fresh noise so that the total is flat.
 
     python examples/focus_ambiguity.py --depth-bias benchmarks/results/depth_bias_shipped.json \
         -o benchmarks/results/focus_ambiguity.json
@@ -119,7 +120,7 @@ def best_threshold_accuracy(level0, level1):
     return float(max(0.5 * (np.mean(a < t) + np.mean(b >= t)) for t in cuts))
 
 
-def synthetic_noise_ratio(levels=(0, 1, 2, 5), *, level_counts=400.0, bands=10, seeds=4):
+def synthetic_noise_ratio(levels=(0, 1, 2, 5), *, level_counts=400.0, bands=10, seeds=4, noise="white"):
     """Radial noise power of `synthesize_defocus` at each level over that of fresh camera noise,
     for a flat field at `level_counts` that carries calibrated camera noise (as a real in-focus
     field does): {level: [ratio per band of width 0.5 / bands cycle/px]}. 1 everywhere would
@@ -139,7 +140,8 @@ def synthetic_noise_ratio(levels=(0, 1, 2, 5), *, level_counts=400.0, bands=10, 
 
     noisy = np.asarray(add_camera_noise(jax.random.PRNGKey(7), flat))
     fresh = np.mean([power(add_camera_noise(jax.random.PRNGKey(100 + s), flat)) for s in range(seeds)], 0)
-    return {str(lv): (np.mean([power(synthesize_defocus(noisy, level=lv, seed=s)[0]) for s in range(seeds)], 0)
+    return {str(lv): (np.mean([power(synthesize_defocus(noisy, level=lv, seed=s, noise=noise)[0])
+                               for s in range(seeds)], 0)
                       / fresh).round(4).tolist() for lv in levels}
 
 
@@ -204,6 +206,7 @@ def main(argv=None):
     short = {n: n.split("__")[1] if "__" in n else n for n in names}
     kernel, negative, max_ratio = lookalike_kernel(2.0)
     noise_ratio = synthetic_noise_ratio()
+    noise_matched = synthetic_noise_ratio(noise="matched")
     crossings = [[short[j], short[i]] for i in names for j in names if i != j and falloff[j] > falloff2[i]]
     result = {
         "band_cycle_per_px": [float(centre[lo]), float(centre[hi])],
@@ -222,7 +225,7 @@ def main(argv=None):
                                                                         list(falloff2.values())),
         },
         "synthetic_noise_power_ratio": {"band_edges_cycle_per_px": np.linspace(0.0, 0.5, 11).tolist(),
-                                        "levels": noise_ratio},
+                                        "levels": noise_ratio, "levels_matched": noise_matched},
         "otf_radial": {"freq_cycle_per_px": centre.tolist(),
                        "depth_um": depths.tolist(), "abs_otf": otf.round(5).tolist()},
     }
@@ -244,6 +247,8 @@ def main(argv=None):
                "falloff_at_2um_db": {short[n]: round(v, 2) for n, v in falloff2.items()},
                "crossings": len(crossings),
                "synthetic_noise_ratio_lowest_highest_band": {k: [v[0], v[-1]] for k, v in noise_ratio.items()},
+               "matched_noise_ratio_range": [min(min(v) for v in noise_matched.values()),
+                                             max(max(v) for v in noise_matched.values())],
                "best_threshold_balanced_accuracy": result["lookalike_2um"]["best_threshold_balanced_accuracy"],
                "falloff_vs_reading_r": result.get("falloff_vs_reading_r")}
     write_result(result, args.output, summary=summary)

@@ -15,12 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.camera import OFFSET, add_camera_noise
+from lbdvd_jax.camera import GAIN, OFFSET, READ_NOISE, add_camera_noise
+from lbdvd_jax.errors import InputError
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import psf_stack
 
-__all__ = ["blur_same_reflect", "bundled_path", "depth_variant_blur", "synthesize_defocus", "tilted_depth_map",
-           "true_patch_levels"]
+__all__ = ["NOISE_MODES", "blur_same_reflect", "bundled_path", "depth_variant_blur", "matched_noise",
+           "synthesize_defocus", "tilted_depth_map", "true_patch_levels"]
 
 
 def bundled_path(name: str) -> pathlib.Path:
@@ -79,29 +80,85 @@ def depth_variant_blur(image, depth_um, *, optics=Optics(), size: int = 49,
     return out + offset
 
 
+NOISE_MODES = ("white", "matched")  #: `synthesize_defocus(noise=...)`: how the camera noise is completed
+
+
+def matched_noise(key, expected, depth_um, *, optics=Optics(), size: int = 49, gain: float = GAIN,
+                  offset: float = OFFSET, read_noise: float = READ_NOISE):
+    """`expected` plus the camera noise that a blurred real field lacks, frequency by frequency.
+
+    A real in-focus field carries white camera noise; blurred by a PSF with transfer function H,
+    that noise keeps power v |H(f)|^2. Fresh white noise of variance (1 - sum(h^2)) v (the
+    'white' completion) restores the variance but not the spectrum: low frequencies keep more
+    than v, high ones less (1.75x and 0.88x at 2 µm, `examples/focus_ambiguity.py`), a texture no
+    real defocused image has. Here the fresh noise is filtered by sqrt(1 - |H(f)|^2) instead, so
+    that the blurred old noise plus the fresh noise has the flat spectrum v of real camera noise
+    (v = gain (mu - offset) + read_noise^2 at the expected counts mu). Between levels the
+    filtered noises of the two neighbouring levels are mixed with the blur's linear weights.
+
+    Args:
+        key: `jax.random` key.
+        expected: (H, W) blurred counts (the field's own noise blurred in).
+        depth_um: (H, W) defocus in µm (as `depth_variant_blur`).
+        optics, size, gain, offset, read_noise: the PSF and the camera (keyword-only).
+
+    Returns:
+        (H, W) float counts (not rounded).
+    """
+    expected = jnp.asarray(expected, jnp.float32)
+    h, w = expected.shape
+    psfs = psf_stack(optics, size=size).astype(jnp.float32)
+    level = jnp.clip(jnp.asarray(depth_um, jnp.float32) / 2.0, 0.0, psfs.shape[0] - 1.0)
+    white = jnp.fft.rfft2(jax.random.normal(key, (h, w), jnp.float32))
+    fresh = jnp.zeros((h, w), jnp.float32)
+    for k in range(psfs.shape[0]):
+        weight = jnp.clip(1.0 - jnp.abs(level - k), 0.0, 1.0)
+        kernel = jnp.zeros((h, w), jnp.float32).at[:size, :size].set(psfs[k] / jnp.sum(psfs[k]))
+        otf = jnp.fft.rfft2(jnp.roll(kernel, (-(size // 2), -(size // 2)), (0, 1)))
+        shaped = jnp.fft.irfft2(white * jnp.sqrt(jnp.clip(1.0 - jnp.abs(otf) ** 2, 0.0, None)), s=(h, w))
+        fresh = fresh + weight * shaped
+    variance = gain * jnp.maximum(expected - offset, 0.0) + read_noise ** 2
+    return expected + jnp.sqrt(variance) * fresh
+
+
 def synthesize_defocus(image, *, optics=Optics(), level: int | None = None, seed: int = 0,
-                       noise: bool = True):
+                       noise: bool | str = True):
     """Synthetic defocus of an in-focus image: one level everywhere, or the tilted depth map.
 
     Camera noise is `lbdvd_jax.data.add_camera_noise` (Poisson photoelectrons above the 100-count
     offset, gain 0.33, read noise), less the part the blurred real field still carries.
 
+    Args:
+      image: (H, W) in-focus field in counts (it carries its own camera noise).
+      optics: `Optics` (keyword-only).
+      level: one level 0..10 everywhere, or None for `tilted_depth_map` (keyword-only).
+      seed: noise and depth-map seed (keyword-only).
+      noise: True / 'white' (default): fresh white noise of the variance the blur removed, as
+        the training data and the paper; 'matched': fresh noise shaped so that the total has the
+        flat spectrum of real camera noise (`matched_noise`); False: none.
+
     Returns:
       (blurred image float32 (H, W), depth map in µm (H, W)).
     """
+    if noise is True:
+        noise = "white"
+    if noise is not False and noise not in NOISE_MODES:
+        raise InputError(f"noise: got {noise!r}, expected True, False or one of {NOISE_MODES}")
     image = np.asarray(image, np.float32)
     if level is None:
         depth = tilted_depth_map(image.shape, seed=seed)
     else:
         depth = np.full(image.shape, 2.0 * level, np.float32)
     blurred = depth_variant_blur(image, depth, optics=optics, offset=OFFSET)
-    if noise:
+    if noise == "white":
         # the real field already carries camera noise, and blurring keeps sum(psf^2) of it
         psfs = psf_stack(optics, size=49)
         kept = jnp.sum(psfs**2, axis=(1, 2))
         lev = jnp.clip(jnp.asarray(depth) / 2.0, 0.0, 10.0)
         present = jnp.interp(lev, jnp.arange(11.0), kept)
         blurred = jnp.round(add_camera_noise(jax.random.PRNGKey(seed), blurred, present=present))
+    elif noise == "matched":
+        blurred = jnp.round(matched_noise(jax.random.PRNGKey(seed), blurred, depth, optics=optics))
     return np.asarray(blurred, np.float32), depth
 
 
