@@ -110,7 +110,8 @@ def _field_windows(u, fields, fidx, *, window, positions=None):
 
 
 def _render(key, u, windows, levels, psfs, present_scale, *, patch, gain, offset, read_noise,
-            scale_range, offset_range, augment, method, bg_max, bg_range, with_bg, noise=True):
+            scale_range, offset_range, augment, method, bg_max, bg_range, with_bg, noise=True,
+            noise_spectrum="white"):
     """Blur, jitter, noise, round, label and flip/rotate a batch of windows."""
     n, window = windows.shape[0], windows.shape[-1]
     dtype = windows.dtype
@@ -125,7 +126,15 @@ def _render(key, u, windows, levels, psfs, present_scale, *, patch, gain, offset
     cam_offset = offset + shift
     mu = cam_offset[:, None, None] + scale[:, None, None] * jnp.maximum(blurred - offset, 0.0)
     present = jnp.clip(present_scale * scale * jnp.sum(psfs ** 2, axis=(-2, -1))[levels], 0.0, 1.0)
-    if noise:
+    if noise and noise_spectrum == "matched":
+        # the window's own noise keeps power present_scale * scale * |H(f)|^2 after the blur: fresh
+        # noise shaped by the rest makes the total as flat as real camera noise (synthesis.matched_noise)
+        kept = jnp.clip(present_scale * scale, 0.0, None)[:, None, None] * jnp.abs(_otfs(psfs, patch)[levels]) ** 2
+        shaped = jnp.fft.irfft2(jnp.fft.rfft2(jax.random.normal(key, mu.shape, dtype))
+                                * jnp.sqrt(jnp.clip(1.0 - kept, 0.0, 1.0)), s=(patch, patch))
+        variance = gain * jnp.maximum(mu - cam_offset[:, None, None], 0.0) + read_noise ** 2
+        counts = jnp.clip(jnp.round(mu + jnp.sqrt(variance) * shaped), 0.0, COUNT_SCALE)
+    elif noise:
         noisy = add_camera_noise(key, mu, gain=gain, offset=cam_offset[:, None, None],
                                  read_noise=read_noise, present=present[:, None, None], method=method)
         counts = jnp.clip(jnp.round(noisy), 0.0, COUNT_SCALE)
@@ -195,7 +204,7 @@ def defocus_crops(key, field, psfs, levels, *, num_crops=20, patch=PATCH, augmen
 def synth_batch(key, fields, psfs, *, batch_size=128, augment=True, phantom_fraction=0.0,
                 gain=GAIN, offset=OFFSET, read_noise=READ_NOISE, bg_max=230.0, bg_range=30.0,
                 with_bg=True, scale_range=(0.5, 2.0), offset_range=(-10.0, 10.0),
-                method="normal", level_mask=None, levels=None, patch=PATCH):
+                method="normal", level_mask=None, levels=None, patch=PATCH, noise_spectrum="white"):
     """A fresh batch of labelled synthetic defocused patches, ready for DelpNet.
 
     Each patch: uniform random level (or `levels`), random source (a random field and crop
@@ -221,6 +230,10 @@ def synth_batch(key, fields, psfs, *, batch_size=128, augment=True, phantom_frac
         level_mask: optional (F, L) bool: only these (field, level) images are drawn (the
             paper's split protocol, `split_fields(..., protocol='paper')`).
         levels: optional (B,) int levels to use instead of uniform draws.
+        noise_spectrum: static; 'white' (default): fresh white noise of the variance the blur
+            took from the window's own noise (its blurred remnant keeps excess low-frequency
+            power); 'matched': fresh noise shaped so that the total has the flat spectrum of
+            real camera noise (as `synthesis.matched_noise`; Gaussian, `method` ignored).
         patch: static patch side (84).
 
     Returns:
@@ -271,7 +284,7 @@ def synth_batch(key, fields, psfs, *, batch_size=128, augment=True, phantom_frac
     counts, labels = _render(k_r, u, windows, lv, psfs, present, patch=patch, gain=gain, offset=offset,
                              read_noise=read_noise, scale_range=scale_range,
                              offset_range=offset_range, augment=augment, method=method,
-                             bg_max=bg_max, bg_range=bg_range, with_bg=with_bg)
+                             bg_max=bg_max, bg_range=bg_range, with_bg=with_bg, noise_spectrum=noise_spectrum)
     if n_ph:  # interleave phantoms and fields
         perm = jnp.argsort(u[:, _U_ORDER])
         counts, labels = counts[perm], labels[perm]
@@ -279,7 +292,7 @@ def synth_batch(key, fields, psfs, *, batch_size=128, augment=True, phantom_frac
 
 
 _STATIC = ("batch_size", "augment", "phantom_fraction", "with_bg", "scale_range", "offset_range",
-           "method", "patch")
+           "method", "patch", "noise_spectrum")
 # One compiled generator shared by make_eval_set calls of the same static configuration.
 _synth_batch_jit = jax.jit(synth_batch, static_argnames=_STATIC)
 

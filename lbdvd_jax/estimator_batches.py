@@ -147,7 +147,8 @@ def training_batch_targets(key, fields, psfs, *, config):
         fields = jnp.concatenate([fields, mixed_fields(jax.random.fold_in(key, 11), fields)])
     x, y = synth_batch(k_syn, fields, psfs, batch_size=b, levels=levels, patch=w,
                        with_bg=w == PATCH_SIZE,
-                       phantom_fraction=config.phantom_fraction, scale_range=config.scale_range)
+                       phantom_fraction=config.phantom_fraction, scale_range=config.scale_range,
+                       noise_spectrum=config.noise_spectrum)
     if w != PATCH_SIZE:
         c = (w - PATCH_SIZE) // 2
         y = jnp.where(bg_mask(x[:, c:c + PATCH_SIZE, c:c + PATCH_SIZE, 0] * COUNT_SCALE), psfs.shape[0], y)

@@ -95,6 +95,9 @@ class EstimatorTrainConfig:
         paper_fraction: share of steps on the paper's data (`paper_data`: calibrated 16-bit
             counts, exact levels; every round(1 / paper_fraction)-th step), so that the wide
             augmentation does not dilute the calibrated camera's case.
+        noise_spectrum: 'white' (default, as the paper: fresh white noise tops the variance up and
+            the field's own blurred noise stays, with excess low-frequency power) or 'matched'
+            (`data.synth_batch`: the total as flat as real camera noise).
         seed: initialisation and data.
     """
 
@@ -119,6 +122,7 @@ class EstimatorTrainConfig:
     mix_sources: bool = False
     object_zoom_range: tuple[float, float] | None = None
     paper_fraction: float = 0.0
+    noise_spectrum: str = "white"
     seed: int = 0
 
     def __post_init__(self):
@@ -132,6 +136,8 @@ class EstimatorTrainConfig:
             raise InputError(f"object_zoom_range: got {self.object_zoom_range!r}, expected (lo, hi), 0 < lo <= hi")
         if not 0.0 <= self.patch_fraction <= 1.0:
             raise InputError(f"patch_fraction: got {self.patch_fraction!r}, expected a share in [0, 1]")
+        if self.noise_spectrum not in ("white", "matched"):
+            raise InputError(f"noise_spectrum: got {self.noise_spectrum!r}, expected 'white' or 'matched'")
         if not 0.0 <= self.paper_fraction <= 1.0:
             raise InputError(f"paper_fraction: got {self.paper_fraction!r}, expected a share in [0, 1]")
 

@@ -91,6 +91,9 @@ def main(argv=None):
                          "the blur: objects of other sizes at every level")
     ap.add_argument("--init", default=None,
                     help="estimator weights (.npz) to fine-tune from (same architecture)")
+    ap.add_argument("--noise-spectrum", choices=("white", "matched"), default="white",
+                    help="fresh camera noise: 'white' (the paper's way; leaves the field's own noise as a "
+                         "texture) or 'matched' (total noise as flat as real camera noise)")
     ap.add_argument("--widen", type=float, default=None, metavar="FACTOR",
                     help="with --init: grow its layers FACTOR x (e.g. 2) before fine-tuning; the grown model "
                          "starts as the same function (estimator_grow.widen_estimator)")
@@ -157,7 +160,7 @@ def main(argv=None):
                               mix_sources=args.mix_sources, continuous_fraction=args.continuous_fraction,
                               continuous_draw=args.continuous_draw, scale_range=tuple(args.scale_range),
                               object_zoom_range=None if args.object_zoom is None else tuple(args.object_zoom),
-                              paper_fraction=args.paper_fraction)
+                              paper_fraction=args.paper_fraction, noise_spectrum=args.noise_spectrum)
     if args.paper_data:
         tc = paper_data(tc)
     hist = fit_estimator(mc, tc, fields[tr], out_dir=args.out, eval_sets=sets,
