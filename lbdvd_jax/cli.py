@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--depth", choices=("tilt",), help="tilted + undulating depth map")
     p.add_argument("--seed", type=int, default=0, help="seed of the camera noise and depth map (default 0)")
     p.add_argument("--no-noise", action="store_true", help="blur only: no camera noise")
+    p.add_argument("--noise", choices=("white", "matched"), default="white",
+                   help="how the camera noise is completed: 'white' (default; as the training data and the "
+                        "paper: the input's own noise stays as a low-frequency texture) or 'matched' (the total "
+                        "as flat as real camera noise, synthesis.matched_noise)")
     _add_optics(p)
     p.set_defaults(func=cmd_synth)
 

@@ -272,7 +272,7 @@ def cmd_synth(args) -> int:
     img, name = _read_one_plane(args, "synth blurs one in-focus plane: save it as its own TIFF")
     plane = _planes(img.data)[0].astype(np.float32)
     blurred, depth = synthesize_defocus(plane, optics=_optics(args), level=args.level,
-                                        seed=args.seed, noise=not args.no_noise)
+                                        seed=args.seed, noise=False if args.no_noise else args.noise)
     like = img if img.data.ndim == 2 else img._replace(data=_planes(img.data)[0], axes="YX",
                                                        metadata={})
     io.write_tiff(out, blurred, like=like, overwrite=args.overwrite)

@@ -120,6 +120,11 @@ def test_synth(tmp_path, rng):
                  "--level", "5"]) == 0
     s = read_tiff(tmp_path / "s.tif").data
     assert s.dtype == np.uint16 and s.max() < _cells(np.random.default_rng(0)).max() + 50
+    # --noise matched: the same blur (means agree), another noise completion (pixels differ)
+    assert main(["synth", str(tmp_path / "a.tif"), "-o", str(tmp_path / "m.tif"), "--level", "5",
+                 "--noise", "matched"]) == 0
+    m = read_tiff(tmp_path / "m.tif").data.astype(np.float64)
+    assert abs(m.mean() - s.mean()) < 1.0 and np.any(m != s)
 
 
 @pytest.mark.parametrize("argv,match", [
