@@ -34,9 +34,9 @@ from lbdvd_jax.synthesis import synthesize_defocus
 BG = 11
 
 
-def isolated(model, field, seed, per_level):
+def isolated(model, field, seed, per_level, noise="white"):
     x, y = make_eval_set(jax.random.key(seed), field[None], psf_stack(Optics(), size=49),
-                         per_level=per_level)
+                         per_level=per_level, noise_spectrum=noise)
     pred, _ = classify_patches(model, x[..., 0] * 65535.0)
     lv = (y < BG) & (pred < BG)
     recall = [float(np.mean(pred[y == k] == k)) if np.any(y == k) else None for k in range(12)]
@@ -106,8 +106,9 @@ def main(argv=None):
                     help="whole-image rows: the default depth-surface prior, 3x3 pooling only, or none")
     ap.add_argument("--no-pool", action="store_true", help="= --pool none")
     ap.add_argument("--noise", choices=("white", "matched"), default="white",
-                    help="whole-field rows: the synthetic noise completion (synthesis.synthesize_defocus): "
-                         "'white' as trained and as the paper, 'matched' with the flat spectrum of real camera noise")
+                    help="synthetic rows (isolated and whole-field): the noise completion (synthesize_defocus, "
+                         "synth_batch): 'white' as trained and as the paper, 'matched' with the flat spectrum of "
+                         "real camera noise")
     ap.add_argument("-o", "--output", default=None)
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore", EstimatorDomainWarning)
@@ -121,8 +122,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     r = {"model": args.model or "shipped", "pool": pool, "noise": args.noise, "test_field": short[test],
          "val_field": short[val]}
-    r["isolated"] = {short[test]: isolated(model, fields[test], 2, args.per_level),
-                     short[val]: isolated(model, fields[val], 1, args.per_level)}
+    r["isolated"] = {short[test]: isolated(model, fields[test], 2, args.per_level, args.noise),
+                     short[val]: isolated(model, fields[val], 1, args.per_level, args.noise)}
     r["uniform_share_right"] = {short[test]: uniform(model, fields[test], pool, args.noise),
                                 short[val]: uniform(model, fields[val], pool, args.noise)}
     r["tilt"] = {short[test]: tilt(model, fields[test], pool, noise=args.noise)}
