@@ -46,6 +46,18 @@ def write_result(result, path, *, summary=None):
     print(json.dumps(result if summary is None else summary))
 
 
+def centred_kernel(psf, grid):
+    """`psf` (odd side, float64, unit sum) zero-padded to (grid, grid) with its centre at (0, 0):
+    its FFT is the PSF's transfer function, phase-free for a symmetric PSF."""
+    import numpy as np
+
+    psf = np.asarray(psf, np.float64)
+    size = psf.shape[-1]
+    padded = np.zeros((grid, grid))
+    padded[:size, :size] = psf / psf.sum()
+    return np.roll(padded, (-(size // 2), -(size // 2)), (0, 1))
+
+
 def blur_at(field, depth, seed):
     """An in-focus field blurred by the Eq. 2 PSF at a per-pixel depth map (µm; interpolated on
     a fine 0.25 µm grid) with camera noise as calibrated on BBBC006 (less the part the field

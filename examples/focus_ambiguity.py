@@ -43,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import add_model_and_fields, write_result  # noqa: E402
+from _common import add_model_and_fields, centred_kernel, write_result  # noqa: E402
 
 from lbdvd_jax.fields import load_infocus_fields  # noqa: E402
 from lbdvd_jax.optics import Optics  # noqa: E402
@@ -79,10 +79,7 @@ def otf_profiles(depths_um, edges, optics=Optics()):
     radius = ring_index(GRID)
     out = []
     for p in psfs:
-        padded = np.zeros((GRID, GRID))
-        padded[:size, :size] = p / p.sum()
-        padded = np.roll(padded, (-(size // 2), -(size // 2)), (0, 1))
-        out.append(radial_mean(np.abs(np.fft.fft2(padded)), radius, edges))
+        out.append(radial_mean(np.abs(np.fft.fft2(centred_kernel(p, GRID))), radius, edges))
     return np.array(out)
 
 
@@ -98,16 +95,14 @@ def first_zero(depth_um, optics=Optics(), grid=4096):
 
 def lookalike_kernel(depth_um, optics=Optics(), grid=128):
     """The kernel k with OTF_0 * F[k] = OTF_z on a `grid`-point FFT (centred, unit sum), its
-    negative mass (sum of its negative values over its sum) and max |OTF_z / OTF_0|."""
+    negative mass (sum of its negative values over its sum), max |OTF_z / OTF_0| and min |OTF_0|
+    (no zero: k exists)."""
     p = np.asarray(psf_stack(optics, jnp.asarray([0.0, depth_um], dtype=float), size=PSF_SIZE), np.float64)
-    otf = []
-    for q in p:
-        padded = np.zeros((grid, grid))
-        padded[:PSF_SIZE, :PSF_SIZE] = q / q.sum()
-        otf.append(np.fft.fft2(np.roll(padded, (-(PSF_SIZE // 2), -(PSF_SIZE // 2)), (0, 1))))
+    otf = [np.fft.fft2(centred_kernel(q, grid)) for q in p]
     ratio = otf[1] / otf[0]
     kernel = np.fft.fftshift(np.real(np.fft.ifft2(ratio)))
-    return kernel, float(-kernel[kernel < 0].sum() / kernel.sum()), float(np.abs(ratio).max())
+    return (kernel, float(-kernel[kernel < 0].sum() / kernel.sum()), float(np.abs(ratio).max()),
+            float(np.abs(otf[0]).min()))
 
 
 def best_threshold_accuracy(level0, level1):
@@ -204,7 +199,7 @@ def main(argv=None):
     zeros = {f"{z:g}": first_zero(float(z)) for z in depths}
     spread = max(falloff.values()) - min(falloff.values())
     short = {n: n.split("__")[1] if "__" in n else n for n in names}
-    kernel, negative, max_ratio = lookalike_kernel(2.0)
+    kernel, negative, max_ratio, min_otf0 = lookalike_kernel(2.0)
     noise_ratio = synthetic_noise_ratio()
     noise_matched = synthetic_noise_ratio(noise="matched")
     crossings = [[short[j], short[i]] for i in names for j in names if i != j and falloff[j] > falloff2[i]]
@@ -218,7 +213,7 @@ def main(argv=None):
         "first_zero_gap_18_20um_in_84px_bins": (None if zeros["18"] is None or zeros["20"] is None
                                                 else abs(zeros["18"] - zeros["20"]) / BIN),
         "lookalike_2um": {
-            "kernel_negative_mass": negative, "max_otf_ratio": max_ratio,
+            "kernel_negative_mass": negative, "max_otf_ratio": max_ratio, "min_abs_otf_in_focus": min_otf0,
             "field_falloff_at_2um_db": {short[n]: v for n, v in falloff2.items()},
             "crossings_infocus_blurrier_than_2um": crossings,
             "best_threshold_balanced_accuracy": best_threshold_accuracy(list(falloff.values()),
@@ -243,7 +238,7 @@ def main(argv=None):
                "extra_falloff_db": {k: round(v, 2) for k, v in extra.items() if float(k) <= 4},
                "first_zero": {k: zeros[k] for k in ("1", "2", "3", "4", "18", "20")},
                "gap_18_20_bins": result["first_zero_gap_18_20um_in_84px_bins"],
-               "lookalike_negative_mass": round(negative, 5),
+               "lookalike_negative_mass": round(negative, 5), "min_abs_otf_in_focus": round(min_otf0, 4),
                "falloff_at_2um_db": {short[n]: round(v, 2) for n, v in falloff2.items()},
                "crossings": len(crossings),
                "synthetic_noise_ratio_lowest_highest_band": {k: [v[0], v[-1]] for k, v in noise_ratio.items()},

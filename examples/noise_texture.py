@@ -26,17 +26,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import DEFAULT_FIELDS, write_result  # noqa: E402
 
-from lbdvd_jax.camera import GAIN, OFFSET, READ_NOISE  # noqa: E402
+from lbdvd_jax.camera import camera_variance  # noqa: E402
 from lbdvd_jax.constants import BG_LABEL  # noqa: E402
 from lbdvd_jax.optics import Optics  # noqa: E402
 from lbdvd_jax.psf import psf_stack  # noqa: E402
 
 
 def lowpass_camera_noise(image, depth_um, seed, optics=Optics()):
-    """Camera noise at `image`'s counts (variance GAIN * (counts - OFFSET) + READ_NOISE^2), blurred
+    """Camera noise at `image`'s counts (variance `camera.camera_variance`), blurred
     by the Eq. 2 PSF at `depth_um` (unit sum): the texture the synthetic blur leaves behind."""
     psf = np.asarray(psf_stack(optics, jnp.asarray([depth_um]), size=49), np.float64)[0]
-    variance = GAIN * np.maximum(np.asarray(image, np.float64) - OFFSET, 0.0) + READ_NOISE ** 2
+    variance = camera_variance(np.asarray(image, np.float64))
     white = np.sqrt(variance) * np.random.default_rng(seed).standard_normal(np.shape(image))
     return signal.fftconvolve(white, psf / psf.sum(), mode="same")
 

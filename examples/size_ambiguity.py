@@ -33,9 +33,9 @@ from scipy import ndimage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import add_model_and_fields, write_result  # noqa: E402
+from _common import add_model_and_fields, centred_kernel, write_result  # noqa: E402
 
-from lbdvd_jax.camera import GAIN, OFFSET, READ_NOISE  # noqa: E402
+from lbdvd_jax.camera import OFFSET, camera_variance  # noqa: E402
 from lbdvd_jax.constants import NUM_LEVELS, PATCH_SIZE  # noqa: E402
 from lbdvd_jax.fields import load_infocus_fields  # noqa: E402
 from lbdvd_jax.optics import Optics  # noqa: E402
@@ -79,12 +79,7 @@ def magnify(image, s):
 def level_otfs(size, optics=Optics()):
     """(11, size, size // 2 + 1) rfft2 of the unit-sum Eq. 2 PSFs at levels 0..10, centred at 0."""
     p = np.asarray(psf_stack(optics, size=PSF_SIZE), np.float64)
-    out = []
-    for q in p:
-        padded = np.zeros((size, size))
-        padded[:PSF_SIZE, :PSF_SIZE] = q / q.sum()
-        out.append(np.fft.rfft2(np.roll(padded, (-(PSF_SIZE // 2), -(PSF_SIZE // 2)), (0, 1))))
-    return np.array(out)
+    return np.array([np.fft.rfft2(centred_kernel(q, size)) for q in p])
 
 
 def blurred_patches(signal, otfs):
@@ -154,7 +149,7 @@ def main(argv=None):
             target = base[k]
             if is_background(target + OFFSET):
                 continue
-            variance = GAIN * np.maximum(target, 0.0) + READ_NOISE ** 2
+            variance = camera_variance(target + OFFSET)
             d2 = min(fitted_distance(target, alts[:, j], variance).min()
                      for j in (k - 1, k + 1) if 0 <= j < NUM_LEVELS)
             dist[k].append(math.sqrt(max(d2, 0.0)))

@@ -20,7 +20,8 @@ import numpy as np
 
 from lbdvd_jax.errors import InputError
 
-__all__ = ["GAIN", "OFFSET", "READ_NOISE", "CameraModel", "add_camera_noise", "bg_mask"]
+__all__ = ["GAIN", "OFFSET", "READ_NOISE", "CameraModel", "add_camera_noise", "bg_mask", "camera_variance",
+           "shaped_normal"]
 
 GAIN = 0.33  #: camera gain in counts per photoelectron (measured on BBBC006, see module doc)
 OFFSET = 100.0  #: camera offset in counts (BBBC006, Yang et al.'s degrade.py)
@@ -94,6 +95,28 @@ def add_camera_noise(key, expected_counts, *, gain=GAIN, offset=OFFSET, read_noi
         raise InputError(f"method: got {method!r}, expected 'normal' or 'poisson'")
     scale = jnp.sqrt(jnp.clip(1.0 - jnp.asarray(present, dtype), 0.0, 1.0))
     return (mu + scale * noise).astype(dtype)
+
+
+def camera_variance(expected_counts, *, gain=GAIN, offset=OFFSET, read_noise=READ_NOISE):
+    """Variance of the counts at expected counts mu: gain * max(mu - offset, 0) + read_noise^2
+    (NumPy in, NumPy out; JAX in, JAX out)."""
+    xp = jnp if isinstance(expected_counts, jax.Array) else np
+    return gain * xp.maximum(expected_counts - offset, 0.0) + read_noise ** 2
+
+
+def shaped_normal(key, shape, kept_power, dtype=jnp.float32):
+    """Standard normals over the last two axes of `shape` with power spectrum 1 - kept_power(f):
+    the fresh part of camera noise when a blurred field still holds kept_power(f) = kept x
+    |H(f)|^2 of its own (white) noise, so that the two add up to a flat spectrum.
+
+    Args:
+        key: `jax.random` key.
+        shape: (..., h, w) of the noise.
+        kept_power: broadcastable to (..., h, w // 2 + 1) (`jnp.fft.rfft2` layout), clipped to [0, 1].
+        dtype: float dtype.
+    """
+    white = jnp.fft.rfft2(jax.random.normal(key, shape, dtype))
+    return jnp.fft.irfft2(white * jnp.sqrt(jnp.clip(1.0 - kept_power, 0.0, 1.0)), s=tuple(shape[-2:]))
 
 
 def bg_mask(patches, *, bg_max=230.0, bg_range=30.0):

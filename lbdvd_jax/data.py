@@ -26,7 +26,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.camera import GAIN, OFFSET, READ_NOISE, CameraModel, add_camera_noise, bg_mask
+from lbdvd_jax.camera import (
+    GAIN,
+    OFFSET,
+    READ_NOISE,
+    CameraModel,
+    add_camera_noise,
+    bg_mask,
+    camera_variance,
+    shaped_normal,
+)
 from lbdvd_jax.constants import BG_LABEL, COUNT_SCALE, PATCH_SIZE
 from lbdvd_jax.errors import InputError
 from lbdvd_jax.fields import load_infocus_fields, select_focal_plane, split_fields, tile_fields
@@ -130,10 +139,9 @@ def _render(key, u, windows, levels, psfs, present_scale, *, patch, gain, offset
         # the window's own noise keeps power present_scale * scale * |H(f)|^2 after the blur: fresh
         # noise shaped by the rest makes the total as flat as real camera noise (synthesis.matched_noise)
         kept = jnp.clip(present_scale * scale, 0.0, None)[:, None, None] * jnp.abs(_otfs(psfs, patch)[levels]) ** 2
-        shaped = jnp.fft.irfft2(jnp.fft.rfft2(jax.random.normal(key, mu.shape, dtype))
-                                * jnp.sqrt(jnp.clip(1.0 - kept, 0.0, 1.0)), s=(patch, patch))
-        variance = gain * jnp.maximum(mu - cam_offset[:, None, None], 0.0) + read_noise ** 2
-        counts = jnp.clip(jnp.round(mu + jnp.sqrt(variance) * shaped), 0.0, COUNT_SCALE)
+        variance = camera_variance(mu, gain=gain, offset=cam_offset[:, None, None], read_noise=read_noise)
+        counts = jnp.clip(jnp.round(mu + jnp.sqrt(variance) * shaped_normal(key, mu.shape, kept, dtype)),
+                          0.0, COUNT_SCALE)
     elif noise:
         noisy = add_camera_noise(key, mu, gain=gain, offset=cam_offset[:, None, None],
                                  read_noise=read_noise, present=present[:, None, None], method=method)

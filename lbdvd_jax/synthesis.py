@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lbdvd_jax.camera import GAIN, OFFSET, READ_NOISE, add_camera_noise
+from lbdvd_jax.camera import GAIN, OFFSET, READ_NOISE, add_camera_noise, camera_variance, shaped_normal
 from lbdvd_jax.errors import InputError
 from lbdvd_jax.optics import Optics
 from lbdvd_jax.psf import psf_stack
@@ -108,17 +108,14 @@ def matched_noise(key, expected, depth_um, *, optics=Optics(), size: int = 49, g
     expected = jnp.asarray(expected, jnp.float32)
     h, w = expected.shape
     psfs = psf_stack(optics, size=size).astype(jnp.float32)
-    level = jnp.clip(jnp.asarray(depth_um, jnp.float32) / 2.0, 0.0, psfs.shape[0] - 1.0)
-    white = jnp.fft.rfft2(jax.random.normal(key, (h, w), jnp.float32))
+    level = np.clip(np.asarray(depth_um, np.float32) / 2.0, 0.0, psfs.shape[0] - 1.0)
     fresh = jnp.zeros((h, w), jnp.float32)
-    for k in range(psfs.shape[0]):
-        weight = jnp.clip(1.0 - jnp.abs(level - k), 0.0, 1.0)
+    for k in np.unique(np.concatenate([np.floor(level).ravel(), np.ceil(level).ravel()])).astype(int):
+        weight = jnp.asarray(np.clip(1.0 - np.abs(level - k), 0.0, 1.0))  # the levels with a weight only
         kernel = jnp.zeros((h, w), jnp.float32).at[:size, :size].set(psfs[k] / jnp.sum(psfs[k]))
-        otf = jnp.fft.rfft2(jnp.roll(kernel, (-(size // 2), -(size // 2)), (0, 1)))
-        shaped = jnp.fft.irfft2(white * jnp.sqrt(jnp.clip(1.0 - jnp.abs(otf) ** 2, 0.0, None)), s=(h, w))
-        fresh = fresh + weight * shaped
-    variance = gain * jnp.maximum(expected - offset, 0.0) + read_noise ** 2
-    return expected + jnp.sqrt(variance) * fresh
+        kept = jnp.abs(jnp.fft.rfft2(kernel)) ** 2  # |H|: the kernel's place on the grid does not matter
+        fresh = fresh + weight * shaped_normal(key, (h, w), kept)
+    return expected + jnp.sqrt(camera_variance(expected, gain=gain, offset=offset, read_noise=read_noise)) * fresh
 
 
 def synthesize_defocus(image, *, optics=Optics(), level: int | None = None, seed: int = 0,

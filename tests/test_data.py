@@ -333,3 +333,16 @@ def test_synth_batch_noise_spectrum(spectrum):
         np.testing.assert_allclose(power[1:] / v, 1.0, atol=0.1)  # band 0 holds the window's mean
     else:
         assert power[1] / v > 1.3
+
+
+def test_camera_variance_numpy_and_jax():
+    """camera_variance: gain (mu - offset) + read^2 above the offset, read^2 below it, for NumPy
+    and JAX inputs alike (the module's calibrated defaults)."""
+    from lbdvd_jax.camera import GAIN, OFFSET, READ_NOISE, camera_variance
+
+    mu = np.array([50.0, 100.0, 400.0])
+    want = np.array([READ_NOISE ** 2, READ_NOISE ** 2, GAIN * 300.0 + READ_NOISE ** 2])
+    assert isinstance(camera_variance(mu), np.ndarray)
+    np.testing.assert_allclose(camera_variance(mu), want)
+    np.testing.assert_allclose(np.asarray(camera_variance(jnp.asarray(mu))), want, rtol=1e-6)
+    np.testing.assert_allclose(camera_variance(mu, gain=1.0, offset=OFFSET - 100, read_noise=0.0), mu)

@@ -114,7 +114,7 @@ def test_lookalike_kernel_against_direct_convolution():
 
     ns = runpy.run_path(str(EXAMPLES / "focus_ambiguity.py"), run_name="focus_ambiguity")
     grid = 128
-    kernel, negative, _ = ns["lookalike_kernel"](2.0, grid=grid)
+    kernel, negative, _, _ = ns["lookalike_kernel"](2.0, grid=grid)
     c = grid // 2
     assert np.abs(kernel).sum() - np.abs(kernel[c - 49:c + 50, c - 49:c + 50]).sum() < 1e-4  # compact
     assert kernel.sum() == pytest.approx(1.0, abs=1e-9) and negative == pytest.approx(
@@ -163,8 +163,11 @@ def test_focus_ambiguity(tmp_path, monkeypatch, data_dir):
     assert all(at2[f] > falloff[f] for f in falloff)
     want = sorted([b, a] for a in at2 for b in falloff if a != b and falloff[b] > at2[a])
     assert sorted(look["crossings_infocus_blurrier_than_2um"]) == want
-    assert 0.5 <= look["best_threshold_balanced_accuracy"] <= 1.0
+    ns = runpy.run_path(str(EXAMPLES / "focus_ambiguity.py"), run_name="focus_ambiguity")
+    assert look["best_threshold_balanced_accuracy"] == pytest.approx(
+        ns["best_threshold_accuracy"](list(falloff.values()), list(at2.values())))
     assert 0 <= look["kernel_negative_mass"] < 0.01 and look["max_otf_ratio"] <= 1.0 + 1e-9
+    assert 0.5 < look["min_abs_otf_in_focus"] <= 1.0  # no zero: the look-alike kernel exists
     # the synthetic 2 µm level keeps the in-focus field's own noise at low frequencies (excess
     # power) and smooths it at high ones (a deficit); level 0 (a near-delta PSF) much less so
     ratio = res["synthetic_noise_power_ratio"]["levels"]
