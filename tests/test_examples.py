@@ -255,3 +255,23 @@ def test_noise_texture_pieces_and_run(tmp_path, monkeypatch, data_dir):
     assert all(0 <= v <= 1 for s in row.values() for v in s)
     with pytest.raises(SystemExit):
         _run("noise_texture.py", ["--model", str(tmp_path / "missing.npz")], monkeypatch)
+
+
+def test_level01_tradeoff_reads_nested_records_once(tmp_path, monkeypatch):
+    """level01_tradeoff.py: records at the top of a file, under 'acceptance' and under runs/NAME/,
+    a run filed twice counted once, other JSONs skipped; the sums by hand; a missing folder refused."""
+    row = lambda l0, l1: {"a02": [l0] + [1.0] * 10, "a01": [1.0, l1] + [1.0] * 9}  # noqa: E731
+    (tmp_path / "estimator_acceptance.json").write_text(json.dumps({"uniform_share_right": row(0.4, 0.3)}))
+    (tmp_path / "ab.json").write_text(json.dumps({"arm": {"acceptance": {"uniform_share_right": row(0.6, 0.1)}}}))
+    arm = {"acceptance": {"uniform_share_right": row(0.6, 0.1)},
+           "acceptance_matched_noise": {"uniform_share_right": row(0.5, 0.5)}}
+    (tmp_path / "probe.json").write_text(json.dumps({"runs": {"x": arm}}))
+    (tmp_path / "other.json").write_text(json.dumps([1, 2]))
+    out = tmp_path / "out.json"
+    _run("level01_tradeoff.py", ["--results", str(tmp_path), "-o", str(out)], monkeypatch)
+    res = json.loads(out.read_text())
+    assert res["records"] == 3
+    assert sorted(round(r["sum"], 6) for r in res["rows"]) == [0.7, 0.7, 1.0]
+    assert [r["noise"] for r in res["rows"] if round(r["sum"], 6) == 1.0] == ["matched"]
+    with pytest.raises(SystemExit):
+        _run("level01_tradeoff.py", ["--results", str(tmp_path / "none")], monkeypatch)
