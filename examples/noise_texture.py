@@ -54,9 +54,8 @@ def main(argv=None):
     import warnings
 
     from lbdvd_jax.checkpoint import PAPER_DELPNET, load_delpnet
-    from lbdvd_jax.defocus_map import EstimatorDomainWarning
+    from lbdvd_jax.defocus_map import EstimatorDomainWarning, defocus_map, predict_defocus
     from lbdvd_jax.fields import load_infocus_fields
-    from lbdvd_jax.pipeline import predict_levels
     from lbdvd_jax.synthesis import synthesize_defocus
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -87,9 +86,9 @@ def main(argv=None):
             textured = np.round(level0 + lowpass_camera_noise(level0, 2.0, seed=2)).astype(np.float32)
             row = {}
             for tag, img in (("level0", level0), ("level0_texture", textured), ("level1", level1)):
-                for pool in (False, True):
-                    row[f"{tag} {'pooled' if pool else 'own'}"] = level_shares(
-                        predict_levels(img, model=model, pool=pool).labels)
+                own = predict_defocus(img, model=model, pool=False)  # the estimator runs once per image
+                row[f"{tag} own"] = level_shares(own.labels)
+                row[f"{tag} pooled"] = level_shares(defocus_map(own.own_probs, own.origins, warn=False).labels)
             rows[part] = row
         result["models"][spec] = rows
     summary = {m: {f: {k: [None if v is None else round(v, 3) for v in s] for k, s in r.items() if "own" in k}
