@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import add_model_and_fields, centred_kernel, write_result  # noqa: E402
 
-from lbdvd_jax.camera import OFFSET, camera_variance  # noqa: E402
+from lbdvd_jax.camera import OFFSET, bg_mask, camera_variance  # noqa: E402
 from lbdvd_jax.constants import NUM_LEVELS, PATCH_SIZE  # noqa: E402
 from lbdvd_jax.fields import load_infocus_fields  # noqa: E402
 from lbdvd_jax.optics import Optics  # noqa: E402
@@ -111,11 +111,6 @@ def pairwise_error(d):
     return 0.5 * math.erfc(d / (2.0 * math.sqrt(2.0)))
 
 
-def is_background(patch_counts, bg_max=230.0, bg_range=30.0):
-    """The paper's bg rule: max < 230 and max - min < 30 counts."""
-    return patch_counts.max() < bg_max and patch_counts.max() - patch_counts.min() < bg_range
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_and_fields(ap, model=False)
@@ -147,7 +142,7 @@ def main(argv=None):
         alts = np.stack([blurred_patches(magnify(o, s), otfs) for s in scales])  # (S, 11, 84, 84)
         for k in range(NUM_LEVELS):
             target = base[k]
-            if is_background(target + OFFSET):
+            if bool(bg_mask(target + OFFSET)):  # the paper's bg rule
                 continue
             variance = camera_variance(target + OFFSET)
             d2 = min(fitted_distance(target, alts[:, j], variance).min()

@@ -213,3 +213,19 @@ def top_k_ref(y_true, scores):
             hits += higher < k
         out.append(hits / len(y_true))
     return out
+
+
+# --- Noise spectra (camera noise completions) ------------------------------------------------
+
+
+def radial_noise_power(images, bands=10):
+    """Periodogram |FFT|^2 / pixels of (..., h, w) images, each less its own mean, averaged over
+    the leading axes and over rings of width 0.5 / bands cycle/px (ring b: b..b+1 widths; the
+    corners beyond Nyquist left out): white noise of variance v gives v in every ring."""
+    a = np.asarray(images, np.float64)
+    h, w = a.shape[-2:]
+    p = np.abs(np.fft.fft2(a - a.mean(axis=(-2, -1), keepdims=True))) ** 2 / (h * w)
+    p = p.reshape(-1, h, w)
+    ring = np.minimum((np.hypot(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None]) / (0.5 / bands)).astype(int),
+                      bands)
+    return np.array([p[:, ring == b].mean() for b in range(bands)])
